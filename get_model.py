@@ -1,0 +1,149 @@
+"""One table: model_index -> (name, constructor, smallest image size). Run it to print the table.
+
+0-34 are torchvision's architectures in the seed project's order, 35-43 our own nets for small
+images (models/). The numbering is what users type (`--model_index 9`), so new models are appended.
+"""
+import sys
+from functools import partial
+from typing import Callable, NamedTuple
+
+import torch
+import torchvision
+from torch import nn
+
+import cli
+import models
+from cli import UserError
+
+
+class ModelSpec(NamedTuple):
+    name: str
+    constructor: Callable[[int], nn.Module]  # num_classes -> model
+    min_size: int  # smallest height and width, in pixels, a forward pass accepts
+
+
+def torchvision_model(name: str, num_classes: int, **options) -> nn.Module:
+    return getattr(torchvision.models, name)(weights=None, num_classes=num_classes, **options)
+
+
+def tv(name: str, min_size: int, **options) -> ModelSpec:
+    return ModelSpec(name, partial(torchvision_model, name, **options), min_size)
+
+
+# googlenet and inception_v3 return a plain tensor only without their auxiliary heads;
+# init_weights=True asks for their paper's initialisation (and silences a warning).
+SINGLE_OUTPUT = dict(aux_logits=False, init_weights=True)
+
+# min_size was measured: a forward pass (eval and train mode, batch of 2) works at every square
+# size from it up to 100 pixels and fails one pixel below it. Our own nets pool adaptively.
+MODELS = (
+    tv("alexnet", 63),
+    tv("vgg11", 32),
+    tv("vgg11_bn", 32),
+    tv("vgg13", 32),
+    tv("vgg13_bn", 32),
+    tv("vgg16", 32),
+    tv("vgg16_bn", 32),
+    tv("vgg19", 32),
+    tv("vgg19_bn", 32),
+    tv("resnet18", 1),
+    tv("resnet34", 1),
+    tv("resnet50", 1),
+    tv("resnet101", 1),
+    tv("resnet152", 1),
+    tv("squeezenet1_0", 21),
+    tv("squeezenet1_1", 17),
+    tv("densenet121", 29),
+    tv("densenet169", 29),
+    tv("densenet161", 29),
+    tv("densenet201", 29),
+    tv("inception_v3", 75, **SINGLE_OUTPUT),
+    tv("googlenet", 15, **SINGLE_OUTPUT),
+    tv("shufflenet_v2_x0_5", 1),
+    tv("shufflenet_v2_x1_0", 1),
+    tv("shufflenet_v2_x1_5", 1),
+    tv("shufflenet_v2_x2_0", 1),
+    tv("mobilenet_v2", 1),
+    tv("resnext50_32x4d", 1),
+    tv("resnext101_32x8d", 1),
+    tv("wide_resnet50_2", 1),
+    tv("wide_resnet101_2", 1),
+    tv("mnasnet0_5", 1),
+    tv("mnasnet0_75", 1),
+    tv("mnasnet1_0", 1),
+    tv("mnasnet1_3", 1),
+    ModelSpec("SmallResNet18", models.small_resnet18, 1),
+    ModelSpec("SmallResNet34", models.small_resnet34, 1),
+    ModelSpec("SmallResNet50", models.small_resnet50, 1),
+    ModelSpec("SmallResNet101", models.small_resnet101, 1),
+    ModelSpec("SmallResNet152", models.small_resnet152, 1),
+    ModelSpec("SmallSqueezeNet", models.SmallSqueezeNet, 1),
+    ModelSpec("ResNet20", models.resnet20, 1),
+    ModelSpec("ResNet32", models.resnet32, 1),
+    ModelSpec("ResNet56", models.resnet56, 1),
+)
+
+
+def model_spec(index: int) -> ModelSpec:
+    if not 0 <= index < len(MODELS):
+        raise UserError(f"unknown model index {index}: valid indices are 0-{len(MODELS) - 1}; "
+                        f"run `python get_model.py` for the table")
+    return MODELS[index]
+
+
+def model_name(index: int) -> str:
+    return model_spec(index).name
+
+
+def build_model(index: int, num_classes: int, height: int = 32, width: int = 32) -> nn.Module:
+    """The model at `index` for `num_classes` classes, checked to accept height x width images."""
+    spec = model_spec(index)
+    if num_classes < 1:
+        raise UserError(f"a model needs at least 1 class, got num_classes={num_classes}")
+    if min(height, width) < spec.min_size:
+        size = spec.min_size
+        raise UserError(f"{spec.name} needs images of at least {size}x{size} pixels, got "
+                        f"{height}x{width}; pass --height {size} --width {size} or larger")
+    return spec.constructor(num_classes)
+
+
+def use_cosine_classifier(model: nn.Module, scale: float) -> nn.Module:
+    """Replace the model's last nn.Linear (its classifier) by a CosineLinear, in place."""
+    if not scale > 0:
+        raise UserError(f"the cosine classifier's scale must be positive, got {scale}")
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise UserError(f"{type(model).__name__} has no nn.Linear classifier to make a cosine "
+                        f"classifier of; pick a model with a linear classifier (e.g. a ResNet)")
+    parent_name, _, child_name = linears[-1].rpartition(".")
+    parent = model.get_submodule(parent_name)
+    linear = getattr(parent, child_name)
+    cosine = models.CosineLinear(linear.in_features, linear.out_features, scale)
+    setattr(parent, child_name, cosine.to(linear.weight.device, linear.weight.dtype))
+    return model
+
+
+def parameter_count(spec: ModelSpec, num_classes: int = 10) -> int:
+    with torch.device("meta"):  # shapes only: no memory, no initialisation work
+        model = spec.constructor(num_classes)
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def print_table(argv=None) -> int:
+    parser = cli.ArgumentParser(prog="get_model.py", description=(
+        "Print the model table: the index to pass as --model_index, the name, the parameter count "
+        "for 10 classes, and the smallest image height and width the model accepts."))
+    parser.parse_args(argv)
+    print(f"{'index':>5}  {'name':<20} {'params (10 classes)':>19}  {'min size':>8}")
+    for index, spec in enumerate(MODELS):
+        params = parameter_count(spec)
+        print(f"{index:>5}  {spec.name:<20} {params:>19,}  {spec.min_size:>8}")
+    return 0
+
+
+def main(argv=None) -> int:
+    return cli.run_main(print_table, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Numbers from (labels, logits): accuracy, top-5, balanced accuracy, F1, G-mean, AUC, ECE, per class.
+
+Inputs are torch tensors or numpy arrays: `labels` int (N,), `logits` float (N, K), where K is the
+number of classes in the dataset (it may exceed the classes present in `labels`). Every rate is in
+percent (0-100) and rounded nowhere; `loss` and `nll` are in nats.
+"""
+import math
+
+import numpy as np
+import pandas as pd
+import sklearn.metrics as skm
+from scipy.special import log_softmax, softmax
+
+
+def _to_numpy(x) -> np.ndarray:
+    """A torch tensor (any device, any float type, bfloat16 included) or array-like as numpy."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        return (x.double() if x.is_floating_point() else x).numpy()
+    return np.asarray(x)
+
+
+def _as_numpy(labels, logits):
+    """(labels, logits) as int64 (N,) and float64 (N, K) numpy arrays, shapes checked."""
+    labels = _to_numpy(labels).astype(np.int64).reshape(-1)
+    logits = _to_numpy(logits).astype(np.float64)
+    if logits.ndim != 2 or len(logits) != len(labels):
+        raise ValueError(f"expected labels (N,) and logits (N, K), got {labels.shape} and {logits.shape}")
+    if len(labels) == 0:
+        raise ValueError("no samples: metrics need at least one label")
+    if labels.min() < 0 or labels.max() >= logits.shape[1]:
+        raise ValueError(f"labels must lie in [0, {logits.shape[1]}), got [{labels.min()}, {labels.max()}]")
+    return labels, logits
+
+
+def _counts_per_class(train_counts, num_classes) -> np.ndarray:
+    counts = _to_numpy(train_counts).astype(np.int64).reshape(-1)
+    if len(counts) != num_classes:
+        raise ValueError(f"expected {num_classes} train counts (one per logit column), got {len(counts)}")
+    return counts
+
+
+def _cross_entropy(labels, logits) -> float:
+    return float(-log_softmax(logits, axis=1)[np.arange(len(labels)), labels].mean())
+
+
+def _top_k_accuracy(labels, logits, k=5) -> float:
+    """Top-k accuracy in %; with K <= k classes every class is in the top k, so it is 100."""
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return 100.0 * float((top == labels[:, None]).any(axis=1).mean())
+
+
+def _recalls(labels, preds, classes) -> np.ndarray:
+    """Recall in % of each class in `classes`."""
+    return 100.0 * skm.recall_score(labels, preds, labels=classes, average=None, zero_division=0)
+
+
+def _one_vs_rest_auc(labels, probs, c) -> float:
+    """ROC AUC in % of class c against the rest; NaN when c or the rest is missing from labels."""
+    is_c = labels == c
+    if is_c.all() or not is_c.any():
+        return math.nan
+    return 100.0 * skm.roc_auc_score(is_c, probs[:, c])
+
+
+def _geometric_mean(values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return 0.0 if (values <= 0).any() else float(np.exp(np.log(values).mean()))
+
+
+def _mean_or_nan(values) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
+
+
+def epoch_metrics(labels, logits) -> dict:
+    """The per-epoch validation log: loss (nats), acc, top5acc, bacc, macro_f1 (all %).
+
+    bacc is the mean recall over the classes present in `labels`; macro_f1 is sklearn's macro F1
+    over the classes present in `labels` or in the predictions.
+    """
+    labels, logits = _as_numpy(labels, logits)
+    preds = logits.argmax(axis=1)
+    return {
+        "loss": _cross_entropy(labels, logits),
+        "acc": 100.0 * skm.accuracy_score(labels, preds),
+        "top5acc": _top_k_accuracy(labels, logits),
+        "bacc": float(_recalls(labels, preds, np.unique(labels)).mean()),
+        "macro_f1": 100.0 * skm.f1_score(labels, preds, average="macro", zero_division=0),
+    }
+
+
+def test_metrics(labels, logits, train_counts, shot_thresholds=(100, 20), n_bins=15) -> dict:
+    """Every test-split number, insertion-ordered; rates in %, nll in nats.
+
+    Class-averaged metrics (macro_*, weighted_f1, bacc, gmean, mauc) are taken over the classes
+    PRESENT in the test labels: a class with no test sample has no recall to average, and counting
+    it as 0 would punish a model for the split, not for its predictions. A prediction of an absent
+    class is still a miss of its true class (it lowers that class's recall).
+    gmean is 0 when any present class has recall 0; mauc is NaN with fewer than 2 classes present.
+    Shot groups by train count with (hi, lo) = shot_thresholds: many > hi >= medium >= lo > few;
+    each is the mean test recall of its present classes, NaN when it has none.
+    """
+    labels, logits = _as_numpy(labels, logits)
+    probs = softmax(logits, axis=1)
+    preds = logits.argmax(axis=1)
+    present = np.unique(labels)
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        labels, preds, labels=present, average="macro", zero_division=0)
+    recalls = _recalls(labels, preds, present)
+    auc = [_one_vs_rest_auc(labels, probs, c) for c in present]
+    return {
+        "acc": 100.0 * skm.accuracy_score(labels, preds),
+        "top5acc": _top_k_accuracy(labels, logits),
+        "bacc": float(recalls.mean()),
+        "macro_precision": 100.0 * precision,
+        "macro_recall": 100.0 * recall,
+        "macro_f1": 100.0 * f1,
+        "weighted_f1": 100.0 * skm.f1_score(labels, preds, labels=present, average="weighted", zero_division=0),
+        "gmean": _geometric_mean(recalls),
+        "mauc": math.nan if len(present) < 2 else float(np.mean(auc)),
+        "ece": expected_calibration_error(reliability_bins(labels, logits, n_bins)),
+        "nll": _cross_entropy(labels, logits),
+        **_shot_groups(recalls, _counts_per_class(train_counts, logits.shape[1])[present], *shot_thresholds),
+    }
+
+
+test_metrics.__test__ = False  # not a pytest test, despite the name
+
+
+def _shot_groups(recalls, counts, hi, lo) -> dict:
+    """Mean recall of the many (> hi), medium (hi >= count >= lo) and few (< lo) shot classes."""
+    return {
+        "many_shot": _mean_or_nan(recalls[counts > hi]),
+        "medium_shot": _mean_or_nan(recalls[(counts <= hi) & (counts >= lo)]),
+        "few_shot": _mean_or_nan(recalls[counts < lo]),
+    }
+
+
+def per_class(labels, logits, class_names, train_counts) -> pd.DataFrame:
+    """One row per class in class_names, sorted by train_count descending (ties keep class order).
+
+    Columns: class, train_count, support (test count), precision, recall, f1, auc (all in %);
+    a class absent from the test labels has support 0, recall 0 and auc NaN.
+    """
+    labels, logits = _as_numpy(labels, logits)
+    train_counts = _counts_per_class(train_counts, logits.shape[1])
+    if len(class_names) != logits.shape[1]:
+        raise ValueError(f"expected {logits.shape[1]} class names (one per logit column), got {len(class_names)}")
+    probs = softmax(logits, axis=1)
+    classes = np.arange(len(class_names))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        labels, logits.argmax(axis=1), labels=classes, average=None, zero_division=0)
+    table = pd.DataFrame({
+        "class": list(class_names),
+        "train_count": train_counts,
+        "support": support,
+        "precision": 100.0 * precision,
+        "recall": 100.0 * recall,
+        "f1": 100.0 * f1,
+        "auc": [_one_vs_rest_auc(labels, probs, c) for c in classes],
+    })
+    return table.iloc[head_to_tail_order(train_counts)].reset_index(drop=True)
+
+
+def confusion_matrix(labels, preds, num_classes) -> np.ndarray:
+    """Counts (K, K): rows = true class, columns = predicted class."""
+    return skm.confusion_matrix(_to_numpy(labels), _to_numpy(preds), labels=np.arange(num_classes))
+
+
+def reliability_bins(labels, logits, n_bins=15) -> pd.DataFrame:
+    """Confidence (max softmax prob) histogram: the data behind ECE and the reliability diagram.
+
+    n_bins equal-width bins (lo, hi] over [0, 100] % (the first also holds 0). Columns lo, hi,
+    count, confidence (mean, %), accuracy (%); confidence and accuracy are NaN for empty bins.
+    """
+    labels, logits = _as_numpy(labels, logits)
+    probs = softmax(logits, axis=1)
+    confidence, correct = probs.max(axis=1), logits.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # side="left" puts a value equal to an edge into the bin that edge closes: (lo, hi]
+    bin_of = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        in_bin = bin_of == b
+        count = int(in_bin.sum())
+        rows.append({
+            "lo": 100.0 * edges[b],
+            "hi": 100.0 * edges[b + 1],
+            "count": count,
+            "confidence": 100.0 * confidence[in_bin].mean() if count else math.nan,
+            "accuracy": 100.0 * correct[in_bin].mean() if count else math.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def expected_calibration_error(bins: pd.DataFrame) -> float:
+    """ECE in % from reliability_bins: sum over bins of |accuracy - confidence| * count / N."""
+    filled = bins[bins["count"] > 0]
+    gaps = (filled["accuracy"] - filled["confidence"]).abs()
+    return float((gaps * filled["count"]).sum() / filled["count"].sum())
+
+
+def head_to_tail_order(train_counts) -> list[int]:
+    """Class indices from most to least frequent in training; ties keep class order."""
+    counts = _to_numpy(train_counts)
+    return sorted(range(len(counts)), key=lambda c: -counts[c])
+
+
+def prediction_rows(paths, logits, class_names, labels=None, top_k=5) -> list[dict]:
+    """One row per image: path, (true class,) predicted class and its probability in %, and the
+    top-k classes with their probabilities (k = min(top_k, K))."""
+    probs = softmax(_to_numpy(logits).astype(np.float64), axis=1)
+    k = min(top_k, probs.shape[1])
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    rows = []
+    for i, path in enumerate(paths):
+        row = {"path": str(path)}
+        if labels is not None:
+            row["true"] = class_names[int(labels[i])]
+        row["predicted"] = class_names[top[i, 0]]
+        row["probability"] = 100.0 * probs[i, top[i, 0]]
+        for rank in range(k):
+            row[f"top{rank + 1}"] = class_names[top[i, rank]]
+            row[f"top{rank + 1}_prob"] = 100.0 * probs[i, top[i, rank]]
+        rows.append(row)
+    return rows
+
+
+def format_table(scores: dict) -> str:
+    """The metrics as two aligned columns; NaN (an empty group) prints as '-'."""
+    width = max(len(name) for name in scores)
+    return "\n".join(f"{name:<{width}}  {'-' if math.isnan(value) else f'{value:8.2f}'}"
+                     for name, value in scores.items())

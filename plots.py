@@ -1,0 +1,151 @@
+"""Figures as SVG: training curves, confusion matrix, reliability diagram, comparisons of runs.
+
+Every function writes one SVG to `path` atomically (temporary file, then rename) and closes its
+figure. Text stays text in the SVG, so class names can be searched and copied. Rates are in percent,
+as metrics.py gives them.
+"""
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+matplotlib.rcParams["svg.fonttype"] = "none"  # text as <text>, not paths
+matplotlib.rcParams["svg.hashsalt"] = "plots"  # same data, same file
+matplotlib.rcParams["text.parse_math"] = False  # a class named "$5 bill" is not mathtext
+
+MAX_ANNOTATED_CLASSES = 30
+
+
+def _save(fig, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fig.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None})
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
+def _plot_epochs(ax, frame, column, label, **style):
+    # markers, so that a single epoch still shows
+    ax.plot(frame["epoch"], frame[column], marker="o", markersize=3, label=label, **style)
+
+
+def _finish_epoch_axes(ax, ylabel):
+    ax.set(xlabel="epoch", ylabel=ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
+
+
+def training_curves(train: pd.DataFrame, valid: pd.DataFrame, path, monitor="acc"):
+    """curves.svg: loss and accuracy (%) per epoch, train and valid; the best valid `monitor` epoch marked."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    _plot_epochs(loss_ax, train, "loss", "train")
+    _plot_epochs(loss_ax, valid, "loss", "valid")
+    _plot_epochs(acc_ax, train, "acc", "train acc")
+    _plot_epochs(acc_ax, valid, "acc", "valid acc")
+    if "bacc" in valid:
+        _plot_epochs(acc_ax, valid, "bacc", "valid bacc")
+    if monitor in valid and valid[monitor].notna().any():
+        best = valid[monitor].idxmin() if monitor == "loss" else valid[monitor].idxmax()
+        for ax in (loss_ax, acc_ax):
+            ax.axvline(valid.loc[best, "epoch"], color="grey", linestyle=":", label=f"best valid {monitor}")
+    _finish_epoch_axes(loss_ax, "loss")
+    _finish_epoch_axes(acc_ax, "accuracy (%)")
+    _save(fig, path)
+
+
+def _row_normalised(counts) -> np.ndarray:
+    """Each row divided by its total; a row with no samples stays 0."""
+    counts = np.asarray(counts, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+
+def _class_axis_size(num_classes, per_class=0.35, minimum=4.0) -> float:
+    """Inches for an axis of class names: grows with K so 100 names stay readable."""
+    return max(minimum, per_class * num_classes + 2)
+
+
+def confusion_matrix(counts, class_names, path, order=None):
+    """Row-normalised confusion matrix (rows true, columns predicted), classes in `order`."""
+    order = list(range(len(class_names))) if order is None else list(order)
+    fractions = _row_normalised(np.asarray(counts)[np.ix_(order, order)])
+    names = [class_names[i] for i in order]
+    k = len(order)
+    side = _class_axis_size(k)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1, interpolation="none")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    ax.set_xticks(range(k), names, rotation=90, fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    if k <= MAX_ANNOTATED_CLASSES:
+        for (row, col), value in np.ndenumerate(fractions):
+            if value > 0:
+                ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if value > 0.5 else "black")
+    _save(fig, path)
+
+
+def reliability_diagram(bins: pd.DataFrame, ece: float, path):
+    """Accuracy per confidence bin against the diagonal, with the bin counts as a faint histogram.
+
+    `bins` is metrics.reliability_bins (percent); `ece` is in percent.
+    """
+    fig, ax = plt.subplots(figsize=(5, 5))
+    centres, widths = (bins["lo"] + bins["hi"]) / 2, bins["hi"] - bins["lo"]
+    counts_ax = ax.twinx()
+    counts_ax.bar(centres, bins["count"], width=widths, color="grey", alpha=0.15)
+    counts_ax.set_ylabel("samples")
+    ax.set_zorder(counts_ax.get_zorder() + 1)  # accuracy bars in front of the histogram
+    ax.patch.set_visible(False)
+    ax.bar(centres, bins["accuracy"].fillna(0), width=widths, edgecolor="black", alpha=0.8,
+           label=f"accuracy (ECE = {ece:.2f}%)")
+    ax.plot([0, 100], [0, 100], linestyle="--", color="grey", label="perfect calibration")
+    ax.set(xlim=(0, 100), ylim=(0, 100), xlabel="confidence (%)", ylabel="accuracy (%)")
+    ax.legend(loc="upper left")
+    _save(fig, path)
+
+
+def valid_curves(runs: list[tuple[str, pd.DataFrame]], path):
+    """Validation accuracy per epoch, one line per (label, valid frame); a bacc panel when present."""
+    with_bacc = any("bacc" in frame for _, frame in runs)
+    panels = [("acc", "valid acc (%)")] + ([("bacc", "valid bacc (%)")] if with_bacc else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 1, 4), squeeze=False)
+    for ax, (column, ylabel) in zip(axes[0], panels):
+        for label, frame in runs:
+            if column in frame:
+                _plot_epochs(ax, frame, column, label)
+        _finish_epoch_axes(ax, ylabel)
+    _save(fig, path)
+
+
+def recall_table(runs: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """Test recall (%) by class (rows, in the first frame's order) and run label (columns)."""
+    classes = runs[0][1]["class"]
+    return pd.DataFrame({label: frame.set_index("class")["recall"].reindex(classes).to_numpy()
+                         for label, frame in runs}, index=pd.Index(classes, name="class"))
+
+
+def per_class_recall(runs: list[tuple[str, pd.DataFrame]], path):
+    """Per-class test recall, one series per (label, metrics.per_class frame); classes head to tail."""
+    table = recall_table(runs)
+    fig, ax = plt.subplots(figsize=(_class_axis_size(len(table), per_class=0.25, minimum=6.0), 4))
+    positions = np.arange(len(table))
+    for label in table.columns:
+        ax.plot(positions, table[label], marker="o", markersize=3, label=label, clip_on=False)
+    ax.set_xticks(positions, table.index, rotation=90, fontsize=8)
+    ax.set(xlabel="class (most to least frequent in training)", ylabel="test recall (%)", ylim=(0, 100))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)

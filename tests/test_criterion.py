@@ -1,0 +1,540 @@
+"""criterion.py: hand-checked values, ERM limits, finite gradients, state round trips, arguments."""
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import criterion  # noqa: E402
+from cli import ArgumentParser, UserError  # noqa: E402
+
+LOGITS = [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 3.0]]
+TARGETS = [0, 2, 1]
+COUNTS = [10, 5, 2]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: on a loaded machine, intra-op threads only add synchronisation waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------- plain-Python references
+
+def softmax(row):
+    exps = [math.exp(v) for v in row]
+    return [e / sum(exps) for e in exps]
+
+
+def cross_entropy(row, target):
+    return -math.log(softmax(row)[target])
+
+
+def mean(values):
+    return sum(values) / len(values)
+
+
+def complement_term(rows, targets):
+    """(1/(N*K)) sum_i sum_{j != y} P_ij log P_ij, P_ij = p_ij / (1 - p_iy), by hand."""
+    total = 0.0
+    for row, y in zip(rows, targets):
+        p = softmax(row)
+        for j, p_j in enumerate(p):
+            if j != y:
+                share = p_j / (1 - p[y])
+                total += share * math.log(share)
+    return total / (len(rows) * len(rows[0]))
+
+
+def cb_weights(counts, beta):
+    raw = [(1 - beta) / (1 - beta ** n) for n in counts]
+    return [w * len(counts) / sum(raw) for w in raw]
+
+
+# ---------------------------------------------------------------- helpers
+
+def args(**overrides):
+    parser = argparse.ArgumentParser()
+    criterion.add_arguments(parser)
+    parsed = parser.parse_args([])
+    for name, value in overrides.items():
+        setattr(parsed, name, value)
+    return parsed
+
+
+def build(name, counts=COUNTS, **overrides):
+    return criterion.build_criterion(name, counts, args(**overrides))
+
+
+def tensors(rows=LOGITS, targets=TARGETS):
+    return torch.tensor(rows, dtype=torch.float32), torch.tensor(targets)
+
+
+def value(module, rows=LOGITS, targets=TARGETS):
+    return module(*tensors(rows, targets)).item()
+
+
+# every objective, plus the variants with their own code paths
+VARIANTS = {
+    "ERM": {}, "ERM-DRW": {"drw": 2}, "CCE": {}, "COT": {}, "FL": {}, "FL-alpha": {"flalpha": 0.25},
+    "FL-cb-DRW": {"flalpha": "cb", "drw": 2}, "SPBL": {}, "GHMC": {}, "CB": {}, "LDAM": {},
+    "LDAM-DRW": {"drw": 2}, "LA": {},
+}
+
+
+def build_variant(variant, counts=COUNTS):
+    return build(variant.split("-")[0], counts, **VARIANTS[variant])
+
+
+def run_epoch(module, batches, epoch, epochs=10):
+    module.set_epoch(epoch, epochs)
+    for logits, targets in batches:
+        module(logits, targets)
+    module.end_epoch()
+
+
+# ---------------------------------------------------------------- table and API
+
+def test_table_order_and_names():
+    expected = ["ERM", "CCE", "COT", "FL", "SPBL", "GHMC", "CB", "LDAM", "LA"]
+    assert list(criterion.OBJECTIVES) == expected
+    assert criterion.objective_names() == expected
+    assert all(row.summary and callable(row.factory) for row in criterion.OBJECTIVES.values())
+
+
+def test_engine_attributes():
+    for name in criterion.objective_names():
+        module = build(name)
+        assert isinstance(module, torch.nn.Module)
+        assert module.cosine_classifier_scale == (30.0 if name == "LDAM" else None)
+        assert getattr(module, "complement_objective", False) == (name == "COT")
+        assert callable(module.set_epoch) and callable(module.end_epoch)
+
+
+def test_unknown_objective_lists_valid_names():
+    with pytest.raises(UserError, match=r"unknown --objective 'XYZ'; choose one of: ERM, CCE, COT, FL"):
+        build("XYZ")
+
+
+@pytest.mark.parametrize("name", ["CCE", "COT", "SPBL", "GHMC", "CB", "LA"])
+def test_drw_only_with_erm_fl_ldam(name):
+    with pytest.raises(UserError, match="--drw works only with --objective ERM, FL, LDAM"):
+        build(name, drw=3)
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("SPBL", {}), ("CB", {}), ("LDAM", {}), ("LA", {}), ("FL", {"flalpha": "cb"}), ("ERM", {"drw": 1}),
+])
+def test_class_without_images_is_a_user_error_where_counts_matter(name, overrides):
+    with pytest.raises(UserError, match=r"class index\(es\) \[1\] have no training images"):
+        build(name, [4, 0, 3], **overrides)
+
+
+@pytest.mark.parametrize("name", ["ERM", "CCE", "COT", "FL", "GHMC"])
+def test_class_without_images_is_fine_where_counts_do_not_matter(name):
+    assert math.isfinite(value(build(name, [4, 0, 3])))
+
+
+def test_namespace_lacking_arguments_uses_defaults():
+    module = criterion.build_criterion("LDAM", COUNTS, argparse.Namespace())
+    assert module.cosine_classifier_scale == 30.0
+    assert module.margins.max().item() == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- exact values, by hand
+
+def test_erm_value():
+    expected = mean([cross_entropy(r, y) for r, y in zip(LOGITS, TARGETS)])
+    assert value(build("ERM")) == pytest.approx(expected, rel=1e-6)
+
+
+def test_cce_value():
+    ce = mean([cross_entropy(r, y) for r, y in zip(LOGITS, TARGETS)])
+    expected = ce + 5 * complement_term(LOGITS, TARGETS)
+    assert value(build("CCE")) == pytest.approx(expected, rel=1e-6)
+
+
+def test_cce_complement_term_by_hand_first_sample():
+    # row [2, 0, 0], target 0: the two wrong classes share 1 - p_0 equally, P = 1/2 each
+    expected = 2 * (0.5 * math.log(0.5)) / (1 * 3)
+    assert criterion.complement_entropy(*tensors([LOGITS[0]], [0])).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_cot_step_losses():
+    module = build("COT")
+    logits, targets = tensors()
+    ce = mean([cross_entropy(r, y) for r, y in zip(LOGITS, TARGETS)])
+    assert module(logits, targets).item() == pytest.approx(ce, rel=1e-6)
+    assert module.complement_loss(logits, targets).item() == pytest.approx(complement_term(LOGITS, TARGETS), rel=1e-6)
+
+
+def test_focal_value():
+    expected = mean([0.25 * (1 - softmax(r)[y]) ** 2 * cross_entropy(r, y) for r, y in zip(LOGITS, TARGETS)])
+    assert value(build("FL", flalpha=0.25)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_focal_cb_alpha_value():
+    alpha = cb_weights(COUNTS, 0.9)
+    expected = mean([alpha[y] * (1 - softmax(r)[y]) ** 3 * cross_entropy(r, y) for r, y in zip(LOGITS, TARGETS)])
+    assert value(build("FL", flalpha="cb", flgamma=3.0, cb_beta=0.9)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_spbl_first_epoch_value():
+    # all samples count; w_c proportional to 1/n_c with sum_c n_c w_c = sum n = 17, i.e. w_c = 17 / (3 n_c)
+    weights = [17 / (3 * n) for n in COUNTS]
+    expected = sum(weights[y] * cross_entropy(r, y) for r, y in zip(LOGITS, TARGETS)) / 3
+    module = build("SPBL")
+    module.set_epoch(0, 10)
+    assert value(module) == pytest.approx(expected, rel=1e-6)
+
+
+def test_spbl_second_epoch_excludes_sample_above_its_class_threshold():
+    counts = [4, 2, 2]
+    easy_rows = [[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]]
+    hard_rows = [[0.0, 0.0, 0.0]] * 3
+    rows, targets = easy_rows + hard_rows, [0, 1, 2, 0, 1, 2]
+    easy, hard = math.log(1 + 2 * math.exp(-2)), math.log(3)
+    module = build("SPBL", counts)
+    module.set_epoch(0, 10)
+    module(*tensors(rows, targets))
+    module.end_epoch()
+    # r_1 = 0.5 + 0.5 * min(1, 1 / (0.8 * 10)) = 0.5625; each class's CE is [easy, hard]
+    threshold = easy + 0.5625 * (hard - easy)
+    assert module.thresholds.tolist() == pytest.approx([threshold] * 3, rel=1e-6)
+    # equal mean CE per class, so w_c = (1/n_c) * 8 / 3
+    weights = [8 / (3 * n) for n in counts]
+    assert module.class_weight.tolist() == pytest.approx(weights, rel=1e-6)
+    module.set_epoch(1, 10)
+    expected = sum(weights[c] * easy for c in range(3)) / 3  # the hard samples do not count
+    assert value(module, rows, targets) == pytest.approx(expected, rel=1e-6)
+
+
+def test_spbl_weights_follow_class_hardness():
+    # class 0 easy (CE e), class 1 hard (CE log 3), class 2 unseen (mean of all counted CE)
+    module = build("SPBL", [2, 2, 4])
+    module.set_epoch(0, 10)
+    module(*tensors([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [0, 1]))
+    module.end_epoch()
+    easy, hard = math.log(1 + 2 * math.exp(-2)), math.log(3)
+    mean_ce = [easy, hard, (easy + hard) / 2]
+    raw = [math.exp(m) / n for m, n in zip(mean_ce, [2, 2, 4])]
+    scale = 8 / sum(n * w for n, w in zip([2, 2, 4], raw))
+    assert module.class_weight.tolist() == pytest.approx([w * scale for w in raw], rel=1e-6)
+    assert module.thresholds[2].item() == math.inf
+
+
+def test_spbl_all_samples_count_once_pace_reaches_one():
+    module = build("SPBL", spbl_start=0.5, spbl_full=0.5)
+    logits, targets = tensors()
+    run_epoch(module, [(logits, targets)], epoch=3, epochs=10)  # next pace: epoch 4 of 5 ramp epochs
+    assert module.thresholds.isfinite().all()
+    run_epoch(module, [(logits, targets)], epoch=4, epochs=10)  # next pace: epoch 5 -> r = 1
+    assert module.thresholds.isinf().all()
+
+
+def test_spbl_gather_is_applied():
+    module = build("SPBL", [2, 2, 2])
+    module.set_epoch(0, 10)
+    module(*tensors([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [0, 0]))
+    module.end_epoch(gather=lambda t: torch.cat([t, t]))  # as if a second process saw the same batch
+    easy, hard = math.log(1 + 2 * math.exp(-2)), math.log(3)
+    # class 0 values [easy, easy, hard, hard]: position 0.5625 * 3 = 1.6875
+    assert module.thresholds[0].item() == pytest.approx(easy + 0.6875 * (hard - easy), rel=1e-6)
+
+
+def test_spbl_end_epoch_without_records_keeps_state_but_still_gathers():
+    module = build("SPBL")
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    gathered = []
+    module.end_epoch(gather=lambda t: gathered.append(t) or t)
+    assert len(gathered) == 3  # a process with no batch must still join the collective
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+def test_per_class_quantile_matches_torch_quantile():
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(200, generator=generator)
+    classes = torch.randint(0, 4, (200,), generator=generator)
+    for q in [0.0, 0.3, 0.5, 0.77, 1.0]:
+        ours = criterion.per_class_quantile(values, classes, 5, q)
+        for c in range(4):
+            assert ours[c].item() == pytest.approx(torch.quantile(values[classes == c], q).item(), rel=1e-6)
+        assert ours[4].item() == math.inf
+
+
+def test_ghmc_first_batch_value():
+    # g = 1 - p_y: 0.21 (bin 0), 0.79 (bin 2), 0.89 (bin 2) with 3 bins; fractions [1/3, 0, 2/3], 2 non-empty
+    g = [1 - softmax(r)[y] for r, y in zip(LOGITS, TARGETS)]
+    assert [int(v * 3) for v in g] == [0, 2, 2]
+    beta = [1 / ((1 / 3) * 2), 1 / ((2 / 3) * 2), 1 / ((2 / 3) * 2)]
+    expected = sum(b * cross_entropy(r, y) for b, r, y in zip(beta, LOGITS, TARGETS)) / 3
+    assert value(build("GHMC", ghm_bins=3)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_ghmc_moving_average_after_two_batches():
+    module = build("GHMC", ghm_bins=3, ghm_momentum=0.75)
+    module(*tensors())  # bin counts [1, 0, 2]
+    rows, targets = [[1.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 3.0, 0.0]], [0, 0, 1]
+    assert [int((1 - softmax(r)[y]) * 3) for r, y in zip(rows, targets)] == [1, 0, 0]  # counts [2, 1, 0]
+    loss = value(module, rows, targets)
+    counts = [0.75 * 1 + 0.25 * 2, 0.75 * 0 + 0.25 * 1, 0.75 * 2 + 0.25 * 0]  # [1.25, 0.25, 1.5]
+    assert (module.bin_fraction * 3).tolist() == pytest.approx(counts, rel=1e-6)
+    beta = [3 / (counts[1] * 2), 3 / (counts[0] * 2), 3 / (counts[0] * 2)]  # N / (count * non-empty bins)
+    expected = sum(b * cross_entropy(r, y) for b, r, y in zip(beta, rows, targets)) / 3
+    assert loss == pytest.approx(expected, rel=1e-6)
+
+
+def test_cb_value_and_weights_sum_to_k():
+    weights = cb_weights(COUNTS, 0.9)
+    expected = sum(weights[y] * cross_entropy(r, y) for r, y in zip(LOGITS, TARGETS)) / 3
+    module = build("CB", cb_beta=0.9)
+    assert value(module) == pytest.approx(expected, rel=1e-6)
+    assert module.weights.sum().item() == pytest.approx(3, rel=1e-6)
+    assert criterion.class_balanced_weights(torch.tensor([5000.0, 50.0, 7.0]), 0.9999).sum().item() == \
+        pytest.approx(3, rel=1e-6)
+
+
+def test_ldam_value():
+    # Delta_c = 0.5 * n_c^(-1/4) / 2^(-1/4); the logits are already s * cos, so subtract s * Delta_y
+    margins = [0.5 * n ** -0.25 / 2 ** -0.25 for n in COUNTS]
+    shifted = [[v - (30 * margins[y] if j == y else 0) for j, v in enumerate(r)] for r, y in zip(LOGITS, TARGETS)]
+    expected = mean([cross_entropy(r, y) for r, y in zip(shifted, TARGETS)])
+    assert value(build("LDAM")) == pytest.approx(expected, rel=1e-6)
+
+
+def test_ldam_largest_margin_is_max_m_for_rarest_class():
+    module = build("LDAM", [100, 3, 40], ldam_max_m=0.3)
+    assert module.margins.tolist() == pytest.approx([0.3 * (3 / 100) ** 0.25, 0.3, 0.3 * (3 / 40) ** 0.25], rel=1e-6)
+
+
+def test_la_value():
+    log_prior = [math.log(n / 17) for n in COUNTS]
+    adjusted = [[v + 0.5 * lp for v, lp in zip(r, log_prior)] for r in LOGITS]
+    expected = mean([cross_entropy(r, y) for r, y in zip(adjusted, TARGETS)])
+    assert value(build("LA", la_tau=0.5)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_la_tau_one_is_cross_entropy_of_logits_plus_log_prior():
+    logits, targets = torch.randn(8, 3), torch.randint(0, 3, (8,))
+    prior = torch.tensor(COUNTS, dtype=torch.float32) / sum(COUNTS)
+    expected = F.cross_entropy(logits + prior.log(), targets)
+    assert build("LA")(logits, targets).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_drw_value_switches_on_at_its_one_based_epoch():
+    module = build("ERM", cb_beta=0.9, drw=2)
+    ce = [cross_entropy(r, y) for r, y in zip(LOGITS, TARGETS)]
+    module.set_epoch(0, 10)  # the 1st epoch: plain mean
+    assert value(module) == pytest.approx(mean(ce), rel=1e-6)
+    module.set_epoch(1, 10)  # the 2nd epoch: weighted, divided by the sum of the weights
+    weights = [cb_weights(COUNTS, 0.9)[y] for y in TARGETS]
+    expected = sum(w * c for w, c in zip(weights, ce)) / sum(weights)
+    assert value(module) == pytest.approx(expected, rel=1e-6)
+
+
+# ---------------------------------------------------------------- properties
+
+def test_complement_term_ignores_target_logit():
+    logits, targets = tensors()
+    moved = logits.clone()
+    moved[torch.arange(3), targets] += torch.tensor([5.0, -3.0, 0.7])
+    assert criterion.complement_entropy(moved, targets).item() == pytest.approx(
+        criterion.complement_entropy(logits, targets).item(), rel=1e-6)
+
+
+def test_complement_term_is_most_negative_for_flat_wrong_classes():
+    targets = torch.zeros(64, dtype=torch.long)
+    flat = criterion.complement_entropy(torch.zeros(64, 5), targets).item()
+    assert flat == pytest.approx(64 * math.log(1 / 4) / (64 * 5), rel=1e-6)
+    uneven = criterion.complement_entropy(torch.randn(64, 5) * 2, targets).item()
+    assert uneven > flat
+
+
+def test_cce_with_positive_gamma_prefers_flat_wrong_classes():
+    # same p_y, wrong-class mass split 1:1 versus 3:1
+    flat, peaked = [[3.0, 0.0, 0.0]], [[3.0, math.log(1.5), math.log(0.5)]]
+    assert cross_entropy(flat[0], 0) == pytest.approx(cross_entropy(peaked[0], 0))
+    module = build("CCE")
+    assert value(module, flat, [0]) < value(module, peaked, [0])
+
+
+def erm_value(rows, targets):
+    return F.cross_entropy(torch.tensor(rows), torch.tensor(targets)).item()
+
+
+ROWS = [[0.3, -1.2, 2.0], [1.5, 0.1, -0.4], [-2.0, 0.5, 0.9], [0.0, 0.0, 1.0]]
+ROW_TARGETS = [2, 0, 1, 0]
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("CCE", {"ccegamma": 0.0}), ("FL", {"flgamma": 0.0}), ("CB", {"cb_beta": 0.0}), ("LA", {"la_tau": 0.0}),
+    ("LDAM", {"ldam_max_m": 0.0}), ("COT", {}),
+], ids=["CCE-gamma0", "FL-gamma0", "CB-beta0", "LA-tau0", "LDAM-m0", "COT-CE-step"])
+def test_limit_is_erm(name, overrides):
+    assert value(build(name, **overrides), ROWS, ROW_TARGETS) == pytest.approx(erm_value(ROWS, ROW_TARGETS), rel=1e-6)
+
+
+def test_ghmc_with_one_bin_is_erm_over_batches_of_any_size():
+    module = build("GHMC", ghm_bins=1)
+    for rows, targets in [(ROWS, ROW_TARGETS), (ROWS[:3], ROW_TARGETS[:3]), (ROWS[1:], ROW_TARGETS[1:])]:
+        assert value(module, rows, targets) == pytest.approx(erm_value(rows, targets), rel=1e-6)
+
+
+def test_spbl_with_pace_one_and_equal_classes_is_erm():
+    rows = [[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    targets = [0, 1, 2, 0, 1, 2]
+    module = build("SPBL", [2, 2, 2], spbl_start=1.0)
+    for epoch in range(3):
+        module.set_epoch(epoch, 3)
+        assert value(module, rows, targets) == pytest.approx(erm_value(rows, targets), rel=1e-6)
+        module.end_epoch()
+
+
+@pytest.mark.parametrize("variant", ["ERM-DRW", "FL-cb-DRW", "LDAM-DRW"])
+def test_drw_before_its_epoch_is_the_plain_objective(variant):
+    name, overrides = variant.split("-")[0], dict(VARIANTS[variant], drw=5)
+    with_drw = build(name, **overrides)
+    overrides.pop("drw")
+    without = build(name, **overrides)
+    for epoch in range(4):  # epochs 1-4 counted from 1
+        with_drw.set_epoch(epoch, 10)
+        assert value(with_drw, ROWS, ROW_TARGETS) == pytest.approx(value(without, ROWS, ROW_TARGETS), rel=1e-6)
+    with_drw.set_epoch(4, 10)
+    assert value(with_drw, ROWS, ROW_TARGETS) != pytest.approx(value(without, ROWS, ROW_TARGETS), rel=1e-6)
+
+
+# ---------------------------------------------------------------- robustness
+
+def huge_logits():
+    generator = torch.Generator().manual_seed(1)
+    signs = torch.randint(0, 2, (6, 3), generator=generator).float() * 2 - 1
+    logits = 1e4 * signs * torch.rand(6, 3, generator=generator).add(0.5)
+    return logits, torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+def single_class_batch():
+    return torch.randn(5, 3, generator=torch.Generator().manual_seed(2)), torch.full((5,), 1)
+
+
+def assert_finite_gradient(module, logits, targets):
+    logits = logits.clone().requires_grad_(True)
+    loss = module(logits, targets)
+    if getattr(module, "complement_objective", False):
+        loss = loss + module.complement_loss(logits, targets)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("batch", [huge_logits, single_class_batch], ids=["magnitude-1e4", "single-class"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_gradients_are_finite(variant, batch):
+    module = build_variant(variant)
+    module.set_epoch(3, 10)
+    logits, targets = batch()
+    assert_finite_gradient(module, logits, targets)
+    module.end_epoch()  # SPBL now has thresholds and weights from these very losses
+    module.set_epoch(4, 10)
+    assert_finite_gradient(module, logits, targets)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_bf16_logits_give_the_float32_value(variant):
+    rows = [[2.0, 0.0, 0.5], [0.0, 1.0, -1.0], [1.0, 1.0, 3.0], [0.25, -0.75, 1.5]]
+    targets = torch.tensor([0, 2, 1, 1])
+    low = torch.tensor(rows, dtype=torch.bfloat16)
+    module_low, module_full = build_variant(variant), build_variant(variant)
+    for module in (module_low, module_full):
+        module.set_epoch(3, 10)
+    assert module_low(low, targets).dtype == torch.float32
+    assert module_low(low, targets).item() == pytest.approx(module_full(low.float(), targets).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_state_dict_round_trip_gives_the_same_next_losses(variant):
+    generator = torch.Generator().manual_seed(3)
+    batches = [(torch.randn(8, 3, generator=generator) * 2, torch.randint(0, 3, (8,), generator=generator))
+               for _ in range(4)]
+    trained = build_variant(variant)
+    run_epoch(trained, batches[:2], epoch=2)
+    trained.set_epoch(3, 10)
+    trained(*batches[2])
+    restored = build_variant(variant)
+    restored.load_state_dict(trained.state_dict())
+    for logits, targets in batches[2:]:
+        assert restored(logits, targets).item() == trained(logits, targets).item()
+
+
+@pytest.mark.parametrize("variant, buffers", [
+    ("GHMC", ["bin_fraction", "initialised"]),
+    ("SPBL", ["thresholds", "class_weight", "first_epoch", "pace"]),
+    ("ERM-DRW", ["class_weight"]),
+])
+def test_state_lives_in_the_state_dict(variant, buffers):
+    assert set(buffers) <= set(build_variant(variant).state_dict())
+
+
+def test_spbl_round_trip_restores_thresholds_that_exclude_samples():
+    easy_hard = tensors([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0]], [0, 0, 1, 1])
+    trained = build("SPBL", [2, 2, 2])
+    run_epoch(trained, [easy_hard], epoch=0)
+    restored = build("SPBL", [2, 2, 2])
+    restored.load_state_dict(trained.state_dict())
+    fresh = build("SPBL", [2, 2, 2])
+    assert restored(*easy_hard).item() == trained(*easy_hard).item() != fresh(*easy_hard).item()
+
+
+# ---------------------------------------------------------------- arguments
+
+def parse(argv):
+    parser = ArgumentParser(prog="1_train.py")
+    criterion.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_argument_defaults_and_group():
+    assert vars(parse([])) == {
+        "ccegamma": 5.0, "flgamma": 2.0, "flalpha": None, "spbl_start": 0.5, "spbl_full": 0.8, "ghm_bins": 30,
+        "ghm_momentum": 0.75, "cb_beta": 0.9999, "ldam_max_m": 0.5, "ldam_s": 30.0, "la_tau": 1.0, "drw": None,
+    }
+    parser = argparse.ArgumentParser()
+    criterion.add_arguments(parser)
+    assert "objective hyper-parameters" in [group.title for group in parser._action_groups]
+
+
+@pytest.mark.parametrize("argv, attribute, expected", [
+    (["--flalpha", "cb"], "flalpha", "cb"), (["--flalpha", "0.25"], "flalpha", 0.25),
+    (["--flalpha", "1"], "flalpha", 1.0), (["--flalpha", "none"], "flalpha", None),
+    (["--ccegamma", "-1"], "ccegamma", -1.0), (["--drw", "160"], "drw", 160),
+    (["--cb-beta", "0"], "cb_beta", 0.0), (["--ghm-momentum", "0"], "ghm_momentum", 0.0),
+    (["--spbl-start", "1"], "spbl_start", 1.0),
+])
+def test_arguments_accepted(argv, attribute, expected):
+    assert getattr(parse(argv), attribute) == expected
+
+
+@pytest.mark.parametrize("argv", [
+    ["--ghm-bins", "0"], ["--ghm-bins", "2.5"], ["--cb-beta", "1"], ["--cb-beta", "-0.1"],
+    ["--ghm-momentum", "1.5"], ["--ghm-momentum", "1"], ["--spbl-start", "1.2"], ["--spbl-full", "0"],
+    ["--flalpha", "0"], ["--flalpha", "1.5"], ["--flalpha", "abc"], ["--flgamma", "-1"], ["--ldam-s", "0"],
+    ["--ldam-max-m", "-0.1"], ["--la-tau", "-1"], ["--drw", "0"], ["--ccegamma", "nan"], ["--ccegamma", "inf"],
+])
+def test_nonsense_arguments_rejected(argv):
+    with pytest.raises(UserError, match=f"argument {argv[0]}"):
+        parse(argv)
+
+
+def test_types_raise_argument_type_error():
+    parser = argparse.ArgumentParser()
+    criterion.add_arguments(parser)
+    types = {action.dest: action.type for action in parser._actions}
+    for dest, text in [("cb_beta", "1"), ("ghm_momentum", "1.5"), ("spbl_start", "2"), ("flalpha", "x")]:
+        with pytest.raises(argparse.ArgumentTypeError):
+            types[dest](text)

@@ -61,3 +61,9 @@ def add_root_arguments(parser: argparse.ArgumentParser, data=True, logs=True):
     if logs:
         parser.add_argument("--logs-root", type=Path, default=LOGS_ROOT,
                             help="folder holding the run directories (default: logs/)")
+
+
+def progress_bar(iterable, enabled=True, **options):
+    """A tqdm bar on stdout, shown only when asked for and stdout is a terminal (not in logs)."""
+    from tqdm import tqdm
+    return tqdm(iterable, disable=None if enabled else True, file=sys.stdout, leave=False, **options)

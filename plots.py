@@ -84,7 +84,10 @@ def confusion_matrix(counts, class_names, path, order=None):
     k = len(order)
     side = _class_axis_size(k)
     fig, ax = plt.subplots(figsize=(side + 1, side))
-    image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1, interpolation="none")
+    # vector cells, not an embedded bitmap that SVG viewers blur when they scale it
+    image = ax.pcolormesh(np.arange(k + 1) - 0.5, np.arange(k + 1) - 0.5, fractions, cmap="Blues", vmin=0, vmax=1)
+    ax.set_aspect("equal")
+    ax.invert_yaxis()  # the first class on top, as in a table
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     ax.set_xticks(range(k), names, rotation=90, fontsize=8)
     ax.set_yticks(range(k), names, fontsize=8)

@@ -1,0 +1,98 @@
+"""Evaluate a run's best checkpoint on the test split and write its metrics and figures.
+
+    python 2_test.py --dataset=digits-lt --model_index=42 --objective=CCE   # the newest such run
+
+writes test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv and
+reliability.svg into the run directory.
+"""
+import sys
+import warnings
+from pathlib import Path
+
+import cli
+import engine
+import get_model
+import loader
+import metrics
+import plots
+import runs
+
+
+def parse_args(argv=None):
+    p = cli.ArgumentParser(prog="2_test.py", description="Evaluate a trained run on the test split.")
+    p.add_argument("--model_index", type=int, required=True, help="network, see `python get_model.py`")
+    p.add_argument("--dataset", required=True, help="dataset folder name in a_datasets/")
+    p.add_argument("--objective", default="ERM", help="objective the run was trained with (default: ERM)")
+    p.add_argument("--datetime", help="the run's YYYY-MM-DD-HH-MM-SS (default: the newest run)")
+    p.add_argument("--batchsize", type=cli.positive_int, default=128, help="batch size (default: 128)")
+    p.add_argument("--shot-thresholds", type=cli.positive_int, nargs=2, default=[100, 20], metavar=("MANY", "FEW"),
+                   help="many-shot classes have more than MANY training images, few-shot fewer than FEW "
+                        "(default: 100 20)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="as in 1_train.py (default: auto)")
+    p.add_argument("--workers", type=cli.non_negative_int, default=2, help="image decoding processes (default: 2)")
+    p.add_argument("--cache-gb", type=cli.positive_float, default=4.0, help="as in 1_train.py (default: 4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cli.add_root_arguments(p)
+    args = p.parse_args(argv)
+    many, few = args.shot_thresholds
+    if few > many:
+        raise cli.UserError(f"--shot-thresholds {many} {few}: the first (many-shot) must be >= the second (few-shot)")
+    return args
+
+
+def evaluation_split(dataset: Path) -> str:
+    if (dataset / "test").is_dir():
+        return "test"
+    warnings.warn(f"{dataset} has no test split; evaluating the valid split instead", stacklevel=2)
+    return "valid"
+
+
+def test(argv=None):
+    args = parse_args(argv)
+    run_dir = runs.find_run(args.logs_root, get_model.model_name(args.model_index), args.dataset,
+                            args.objective, args.datetime)
+    checkpoint = runs.best_checkpoint(run_dir)
+    if checkpoint is None:
+        raise cli.UserError(f"run {run_dir} has no checkpoint (it stopped before finishing an epoch); "
+                            f"train again or pick another run with --datetime")
+    model, state = runs.load_trained(checkpoint)
+    dataset = loader.dataset_dir(args.data_root, args.dataset)
+    split = loader.scan_split(dataset, evaluation_split(dataset), state["class_names"])
+
+    device = engine.pick_device(args.device)
+    precision = engine.pick_precision(args.precision, device)
+    image_set = loader.load_images(split, state["height"], state["width"], device, args.cache_gb,
+                                   args.workers, not args.no_progress)
+    model = model.to(device, memory_format=engine.memory_format(model))
+    evaluator = engine.Engine(model, None, loader.Normalise(state["mean"], state["std"]).to(device),
+                              device, precision)
+    labels, logits = evaluator.predict(image_set, args.batchsize, args.workers, not args.no_progress, desc="test")
+
+    names, counts = state["class_names"], state["class_counts"]
+    scores = metrics.test_metrics(labels, logits, counts, tuple(args.shot_thresholds))
+    per_class = metrics.per_class(labels, logits, names, counts)
+    confusion = metrics.confusion_matrix(labels, logits.argmax(1), len(names))
+    relative_paths = [str(p.relative_to(dataset)) for p in split.paths]
+    runs.write_csv(run_dir / "test_metrics.csv", [{"split": split.name, "checkpoint": checkpoint.name, **scores}])
+    runs.write_csv(run_dir / "per_class.csv", per_class.to_dict("records"))
+    runs.write_csv(run_dir / "predictions.csv", metrics.prediction_rows(relative_paths, logits, names, labels))
+    runs.write_csv(run_dir / "confusion_matrix.csv",
+                   [{"true \\ predicted": n, **dict(zip(names, row))} for n, row in zip(names, confusion.tolist())])
+    plots.confusion_matrix(confusion, names, run_dir / "confusion_matrix.svg", metrics.head_to_tail_order(counts))
+    plots.reliability_diagram(metrics.reliability_bins(labels, logits), scores["ece"], run_dir / "reliability.svg")
+
+    print(f"{run_dir}: {checkpoint.name} on the {split.name} split ({len(labels)} images)")
+    print(f"top-1 accuracy {scores['acc']:.2f}%   top-5 accuracy {scores['top5acc']:.2f}%")
+    print(metrics.format_table(scores))
+    print("wrote test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv, reliability.svg")
+    return 0
+
+
+def main(argv=None) -> int:
+    return cli.run_main(test, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

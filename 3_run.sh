@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Your training plans: plain command lines; edit them, then run one:
+#
+#   bash 3_run.sh            the demo plan (below) on the embedded digits-lt dataset, ~5 min on 2 CPU cores
+#   bash 3_run.sh PLAN       another plan of this file
+#
+# Each plan stops at the first command that fails.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+DATASET=digits-lt
+MODEL=42   # ResNet32, see `python get_model.py`
+DEMO_SCHEDULE="--epochs=30 --batchsize=32 --lr=0.05 --lrstep 20 26 --warmup"
+
+demo() {
+    python 0_data_split.py --demo --overwrite
+    for objective in ERM CCE LA; do
+        python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=$objective $DEMO_SCHEDULE
+        python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=$objective
+    done
+    python 4_report.py logs/ResNet32/$DATASET
+}
+
+plan=${1:-demo}
+case "$plan" in
+    demo) demo ;;
+    *) echo "error: unknown plan '$plan'; plans in 3_run.sh: demo" >&2; exit 2 ;;
+esac

@@ -1,0 +1,209 @@
+"""The run directory: create, find, CSV and TensorBoard logs, checkpoints.
+
+logs/<Model>/<dataset>/<objective>/<YYYY-MM-DD-HH-MM-SS>/ holds args.json, <best>.pth, last.pth,
+train.csv, valid.csv, TensorBoard events and curves.svg. Every file is written to a temporary
+name and renamed, so a crash never leaves a torn file.
+"""
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+import get_model
+from cli import UserError
+
+DATETIME_FORMAT = "%Y-%m-%d-%H-%M-%S"
+DATETIME_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}")
+BEST_CHECKPOINT = re.compile(r"-?\d+\.\d+\.pth")
+LOG_COLUMNS = ["epoch", "loss", "acc", "top5acc", "lr"]
+
+
+# ---------------------------------------------------------------- atomic files
+
+def write_atomically(path: Path, write):
+    """Call write(tmp) on a temporary file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write {path} ({e.strerror or e}); free disk space or fix "
+                        f"permissions, then resume the run") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, value):
+    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(value, indent=2, default=str) + "\n"))
+
+
+def write_csv(path: Path, rows: list, columns=None):
+    frame = pd.DataFrame(rows, columns=columns)
+    write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
+
+
+def save_checkpoint(path: Path, state: dict):
+    write_atomically(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """Load tensors and plain values only: a checkpoint from a stranger cannot run code."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle, zip and weights-only errors alike mean the same to the user
+        raise UserError(f"cannot load checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                        f"it is not a checkpoint this toolkit wrote, or it is damaged") from None
+
+
+# ---------------------------------------------------------------- run directories
+
+def runs_folder(logs_root: Path, model_name: str, dataset: str, objective: str) -> Path:
+    return Path(logs_root) / model_name / dataset / objective
+
+
+def new_run_dir(logs_root: Path, model_name: str, dataset: str, objective: str) -> Path:
+    """Create logs/<model>/<dataset>/<objective>/<now>/ (waiting a second if that name is taken)."""
+    parent = runs_folder(logs_root, model_name, dataset, objective)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            run_dir = parent / time.strftime(DATETIME_FORMAT)
+            try:
+                run_dir.mkdir()
+                return run_dir
+            except FileExistsError:
+                time.sleep(0.2)
+    except OSError as e:
+        raise UserError(f"cannot create a run directory under {parent} ({e.strerror or e})") from None
+
+
+def list_runs(folder: Path) -> list:
+    """Every run directory below `folder` (those holding args.json), oldest first."""
+    found = [p.parent for p in Path(folder).rglob("args.json") if DATETIME_PATTERN.fullmatch(p.parent.name)]
+    return sorted(found, key=lambda p: (p.name, str(p)))
+
+
+def find_run(logs_root: Path, model_name: str, dataset: str, objective: str, datetime=None) -> Path:
+    """The run with that datetime, or the newest one, for a model, dataset and objective."""
+    parent = runs_folder(logs_root, model_name, dataset, objective)
+    if datetime is not None and not DATETIME_PATTERN.fullmatch(datetime):
+        raise UserError(f"--datetime '{datetime}' is not of the form YYYY-MM-DD-HH-MM-SS "
+                        f"(e.g. 2026-01-31-14-05-09)")
+    runs = [p for p in list_runs(parent) if p.parent == parent] if parent.is_dir() else []
+    if not runs:
+        raise UserError(f"no runs in {parent}; train one with 1_train.py first")
+    if datetime is None:
+        return runs[-1]
+    for run in runs:
+        if run.name == datetime:
+            return run
+    raise UserError(f"no run {datetime} in {parent}; runs there: {', '.join(r.name for r in runs)}")
+
+
+def best_checkpoint(run_dir: Path):
+    """The `<value>.pth` file of a run, or None."""
+    found = [p for p in Path(run_dir).iterdir() if BEST_CHECKPOINT.fullmatch(p.name)]
+    return found[0] if found else None
+
+
+def save_best(run_dir: Path, value: float, state: dict) -> Path:
+    """Write `<value>.pth` (two decimals) and remove the previous best."""
+    path = Path(run_dir) / f"{value:.2f}.pth"
+    save_checkpoint(path, state)
+    for old in Path(run_dir).iterdir():
+        if BEST_CHECKPOINT.fullmatch(old.name) and old != path:
+            old.unlink()
+    return path
+
+
+def load_trained(path: Path) -> tuple:
+    """The model stored in a checkpoint of this toolkit, ready for evaluation, and the checkpoint."""
+    state = load_checkpoint(path)
+    missing = [k for k in ("model", "model_index", "class_names", "height", "width", "mean", "std") if k not in state]
+    if missing:
+        raise UserError(f"checkpoint {path} lacks {', '.join(missing)}; it was not written by 1_train.py")
+    model = get_model.build_model(state["model_index"], len(state["class_names"]), state["height"], state["width"])
+    if state.get("cosine_scale"):
+        model = get_model.use_cosine_classifier(model, state["cosine_scale"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {path} does not fit model {state['model_index']}: "
+                        f"{str(e).splitlines()[0]}") from None
+    return model, state
+
+
+# ---------------------------------------------------------------- logs
+
+class RunLog:
+    """train.csv and valid.csv (rewritten whole, atomically, each epoch) and TensorBoard events."""
+
+    def __init__(self, run_dir: Path, tensorboard=True):
+        self.run_dir = Path(run_dir)
+        self.rows = {split: read_rows(self.run_dir / f"{split}.csv") for split in ("train", "valid")}
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # slow import: only when logging
+            self.writer = SummaryWriter(str(self.run_dir))
+
+    def truncate(self, epochs: int):
+        """Forget rows after `epochs` (a resumed run continues from its last checkpoint)."""
+        for split in self.rows:
+            self.rows[split] = [r for r in self.rows[split] if r["epoch"] <= epochs]
+
+    def log(self, split: str, row: dict):
+        self.rows[split].append(row)
+        columns = LOG_COLUMNS + [c for c in row if c not in LOG_COLUMNS]
+        write_csv(self.run_dir / f"{split}.csv", self.rows[split], columns)
+        if self.writer is not None:
+            for name, value in row.items():
+                if name != "epoch" and value is not None:
+                    self.writer.add_scalar(f"{name}/{split}", value, row["epoch"])
+            self.writer.flush()
+
+    def frames(self) -> tuple:
+        return pd.DataFrame(self.rows["train"]), pd.DataFrame(self.rows["valid"])
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_rows(path: Path) -> list:
+    if not path.exists():
+        return []
+    return pd.read_csv(path).to_dict("records")
+
+
+# ---------------------------------------------------------------- reading finished runs
+
+def read_args(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "args.json").read_text())
+
+
+def read_log(run_dir: Path, split: str) -> pd.DataFrame:
+    path = Path(run_dir) / f"{split}.csv"
+    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=LOG_COLUMNS)
+
+
+def run_summary(run_dir: Path) -> dict:
+    """One row of 4_report's summary: what ran, its best validation epoch, its test metrics."""
+    args = read_args(run_dir)
+    valid = read_log(run_dir, "valid")
+    monitor = args.get("monitor", "acc")
+    row = {"model": args["model_name"], "dataset": args["dataset"], "objective": args["objective"],
+           "datetime": Path(run_dir).name, "epochs": len(valid), "monitor": monitor,
+           "best_valid": float("nan"), "best_epoch": float("nan")}
+    if len(valid) and monitor in valid:
+        best = valid[monitor].idxmax()
+        row.update(best_valid=valid.loc[best, monitor], best_epoch=int(valid.loc[best, "epoch"]))
+    tested = Path(run_dir) / "test_metrics.csv"
+    if tested.exists():
+        scores = pd.read_csv(tested).iloc[0].to_dict()
+        row.update({f"test_{k}": v for k, v in scores.items() if k not in ("split", "checkpoint")})
+    return row

@@ -1,0 +1,109 @@
+"""Stratified, seeded train/valid/test split of c_original_dataset/<name>/<class>/* .
+
+The split is written into a temporary folder and renamed into place, so a failed split never
+leaves a half-written dataset; the source images are only read.
+"""
+import hashlib
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cli import UserError
+from loader import SPLITS, class_folders, is_image
+
+SPLIT_OUTPUTS = (*SPLITS, "split.csv", ".cache")
+
+
+def source_classes(source: Path) -> dict:
+    """class name -> sorted image paths, for every class folder of a source dataset."""
+    if not source.is_dir():
+        root = source.parent
+        existing = sorted(p.name for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+        raise UserError(f"no folder {source}; put your images in {source}/<class>/ "
+                        f"(folders there: {', '.join(existing) or 'none'})")
+    folders = class_folders(source)
+    if not folders:
+        loose = [p for p in source.iterdir() if p.is_file() and is_image(p)]
+        hint = f" (it holds {len(loose)} loose images)" if loose else ""
+        raise UserError(f"{source} has no class folders{hint}; put each class's images in {source}/<class>/")
+    classes, skipped = {}, 0
+    for folder in folders:
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        classes[folder.name] = [p for p in files if is_image(p)]
+        skipped += len(files) - len(classes[folder.name])
+    if skipped:
+        warnings.warn(f"skipped {skipped} non-image file(s) in {source}", stacklevel=2)
+    return classes
+
+
+def split_counts(n: int, ratios) -> list:
+    """Images per split for a class of n: every split with a ratio > 0 gets at least one."""
+    used = [r > 0 for r in ratios]
+    counts = [max(1, round(n * r)) if (use and i > 0) else 0 for i, (r, use) in enumerate(zip(ratios, used))]
+    counts[0] = n - sum(counts)
+    return counts
+
+
+def class_seed(seed: int, class_name: str) -> int:
+    """A class's shuffle depends on the seed and its name only, not on the other classes."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{class_name}".encode()).digest()[:8], "little")
+
+
+def assign(classes: dict, ratios, seed: int) -> tuple:
+    """Rows (path, class, split) and the classes left out for having too few images."""
+    needed = sum(r > 0 for r in ratios)
+    rows, too_small = [], {}
+    for name, paths in classes.items():
+        if len(paths) < needed:
+            too_small[name] = len(paths)
+            continue
+        order = np.random.default_rng(class_seed(seed, name)).permutation(len(paths))
+        bounds = np.cumsum([0] + split_counts(len(paths), ratios))
+        for split, lo, hi in zip(SPLITS, bounds[:-1], bounds[1:]):
+            rows += [(paths[i], name, split) for i in order[lo:hi]]
+    return rows, too_small
+
+
+def write_split(rows, source: Path, target: Path, link: bool, overwrite: bool):
+    """Copy (or symlink) every assigned image to target/<split>/<class>/, replacing it atomically."""
+    existing = [target / name for name in SPLIT_OUTPUTS if (target / name).exists()]
+    if existing and not overwrite:
+        raise UserError(f"{target} already holds a split; pass --overwrite to replace it")
+    staging = target.parent / f".{target.name}.staging{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for path, name, split in rows:
+            destination = staging / split / name / path.relative_to(source / name)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if link:
+                destination.symlink_to(path.resolve())
+            else:
+                shutil.copy2(path, destination)
+        table = pd.DataFrame([(str(p.relative_to(source)), n, s) for p, n, s in rows],
+                             columns=["path", "class", "split"])
+        table.to_csv(staging / "split.csv", index=False)
+        target.mkdir(parents=True, exist_ok=True)
+        for old in existing:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        for item in staging.iterdir():
+            os.replace(item, target / item.name)
+    except OSError as e:
+        raise UserError(f"cannot write the split into {target} ({e.strerror or e})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def count_table(rows, class_order) -> pd.DataFrame:
+    """Images per class and split, classes in folder order."""
+    frame = pd.DataFrame([(n, s) for _, n, s in rows], columns=["class", "split"])
+    table = pd.crosstab(frame["class"], frame["split"]).reindex(index=class_order, columns=list(SPLITS))
+    return table.fillna(0).astype(int)
+
+
+def imbalance_ratio(counts) -> float:
+    counts = [c for c in counts if c > 0]
+    return max(counts) / min(counts) if counts else float("nan")

@@ -1,0 +1,58 @@
+"""1_train.py: a 2-epoch run writes every file of the run directory, with the right contents."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+import runs
+from conftest import TINY_COUNTS
+
+
+def test_run_directory_holds_every_file(trained_run):
+    names = {p.name for p in trained_run.run_dir.iterdir()}
+    assert {"args.json", "last.pth", "train.csv", "valid.csv", "curves.svg"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    assert runs.DATETIME_PATTERN.fullmatch(trained_run.run_dir.name)
+    assert not [n for n in names if ".tmp" in n]
+
+
+def test_csv_logs_have_the_seed_columns_and_one_row_per_epoch(trained_run):
+    train = pd.read_csv(trained_run.run_dir / "train.csv")
+    valid = pd.read_csv(trained_run.run_dir / "valid.csv")
+    assert list(train.columns) == ["epoch", "loss", "acc", "top5acc", "lr"]
+    assert list(valid.columns)[:5] == ["epoch", "loss", "acc", "top5acc", "lr"]
+    assert list(train["epoch"]) == list(valid["epoch"]) == [1, 2]
+    assert valid["acc"].between(0, 100).all() and (valid["top5acc"] == 100).all()  # 3 classes: top-5 is all
+    assert (train["lr"] == 0.05).all()
+
+
+def test_best_checkpoint_is_named_by_the_best_valid_accuracy(trained_run):
+    valid = pd.read_csv(trained_run.run_dir / "valid.csv")
+    best = runs.best_checkpoint(trained_run.run_dir)
+    assert best.name == f"{valid['acc'].max():.2f}.pth"
+    assert len([p for p in trained_run.run_dir.glob("*.pth") if p.name != "last.pth"]) == 1
+    state = torch.load(best, weights_only=True)
+    assert state["epoch"] == int(valid.loc[valid["acc"].idxmax(), "epoch"])
+    assert state["class_names"] == ["alpha", "beta", "gamma"]
+
+
+def test_args_json_records_arguments_classes_counts_and_versions(trained_run):
+    record = json.loads((trained_run.run_dir / "args.json").read_text())
+    assert record["model_index"] == 41 and record["epochs"] == 2 and record["lrstep"] == [100]
+    assert record["class_names"] == ["alpha", "beta", "gamma"]
+    train_dir = trained_run.data / "tiny" / "train"
+    assert record["class_counts"] == [len(list((train_dir / c).iterdir())) for c in record["class_names"]]
+    assert sum(record["class_counts"]) < sum(TINY_COUNTS.values())
+    assert record["versions"]["torch"] == torch.__version__ and "torchvision" in record["versions"]
+
+
+def test_tensorboard_has_loss_and_accuracy_for_both_splits(trained_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(trained_run.run_dir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss/train", "loss/valid", "acc/train", "acc/valid"} <= tags
+    valid = pd.read_csv(trained_run.run_dir / "valid.csv")
+    logged = [e.value for e in events.Scalars("acc/valid")]
+    assert logged == pytest.approx(list(valid["acc"]), rel=1e-5)

@@ -3,6 +3,7 @@
 0-34 are torchvision's architectures in the seed project's order, 35-43 our own nets for small
 images (models/). The numbering is what users type (`--model_index 9`), so new models are appended.
 """
+import re
 import sys
 from functools import partial
 from typing import Callable, NamedTuple
@@ -121,6 +122,109 @@ def use_cosine_classifier(model: nn.Module, scale: float) -> nn.Module:
     cosine = models.CosineLinear(linear.in_features, linear.out_features, scale)
     setattr(parent, child_name, cosine.to(linear.weight.device, linear.weight.dtype))
     return model
+
+
+# ---------------------------------------------------------------- pretrained weights
+
+def load_pretrained(model: nn.Module, path) -> dict:
+    """Copy every tensor of a local weights file that fits `model` (same name, same shape) into it.
+
+    The file is a torchvision state_dict or a .pth of this toolkit. Returns the counts of weight
+    tensors `loaded`, `skipped` (in the file, not used) and `initialised` (in the model, left as
+    built, e.g. a classifier for another class count). BatchNorm's num_batches_tracked counters
+    are loaded where they fit but not counted: older torchvision files lack them."""
+    weights, saved_index = read_weights(path)
+    if isinstance(model, models.SmallResNet) and any(name.startswith("layer1.") for name in weights):
+        weights = small_resnet_names(weights, model)
+    own = model.state_dict()
+    fitting = {name: t for name, t in weights.items() if name in own and own[name].shape == t.shape}
+    if not any(t.dim() >= 2 for t in fitting.values()):  # a bias or a counter alone is chance
+        raise UserError(f"{path} matches none of {type(model).__name__}'s convolution or linear weights; "
+                        f"{architecture_hint(saved_index)}")
+    model.load_state_dict(fitting, strict=False)
+    loaded = sum(1 for name in fitting if is_weight(name))
+    return {"loaded": loaded,
+            "skipped": sum(1 for name in weights if is_weight(name)) - loaded,
+            "initialised": sum(1 for name in own if is_weight(name)) - loaded}
+
+
+def is_weight(name: str) -> bool:
+    return not name.endswith("num_batches_tracked")
+
+
+def read_weights(path) -> tuple:
+    """The state_dict in a weights file, read as tensors and plain values only (no code runs),
+    and the model_index a checkpoint of this toolkit records (else None)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # missing, damaged or pickled with code: the same to the user
+        raise UserError(f"cannot load weights {path} ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                        f"pass a state_dict saved with torch.save or a .pth of this toolkit") from None
+    saved_index = state.get("model_index") if isinstance(state, dict) else None
+    if isinstance(state, dict):
+        for key in ("model", "state_dict"):  # this toolkit's checkpoints; Lightning's and timm's
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    tensors = {name: t for name, t in state.items() if isinstance(t, torch.Tensor)} if isinstance(state, dict) else {}
+    if not tensors:
+        raise UserError(f"{path} holds no state_dict of tensors; pass a state_dict saved with torch.save "
+                        f"or a .pth of this toolkit")
+    for prefix in ("module.", "_orig_mod."):  # DistributedDataParallel's and torch.compile's wrappers
+        if all(name.startswith(prefix) for name in tensors):
+            tensors = {name[len(prefix):]: t for name, t in tensors.items()}
+    return tensors, saved_index
+
+
+def architecture_hint(index) -> str:
+    if isinstance(index, int) and 0 <= index < len(MODELS):
+        return f"it holds weights for model_index {index} ({MODELS[index].name}): pass --model_index {index}"
+    return "are they weights of another network? pass the --model_index they were trained as (see python get_model.py)"
+
+
+def small_resnet_names(weights: dict, model: nn.Module) -> dict:
+    """Rename torchvision ResNet tensors to SmallResNet's (the same stages and blocks, other names),
+    so ImageNet ResNet weights can start a small-image ResNet (indices 35-39). Their 7x7 stem
+    does not fit the 3x3 one; blocks beyond the model's stage lengths keep their names and are skipped."""
+    widths = [block.residual[-1][1].num_features for block in model.features]
+    starts = [i for i, width in enumerate(widths) if i == 0 or width != widths[i - 1]]
+    ends = starts[1:] + [len(widths)]
+
+    def rename(name: str) -> str:
+        stem = re.fullmatch(r"(conv1|bn1)\.(.+)", name)
+        if stem:
+            return f"stem.0.{0 if stem[1] == 'conv1' else 1}.{stem[2]}"
+        block = re.fullmatch(r"layer(\d+)\.(\d+)\.(.+)", name)
+        if not block:
+            return name  # fc.*
+        stage, index, rest = int(block[1]) - 1, int(block[2]), block[3]
+        if stage >= len(starts) or starts[stage] + index >= ends[stage]:
+            return name
+        rest = re.sub(r"^conv(\d)", lambda m: f"residual.{2 * (int(m[1]) - 1)}.0", rest)
+        rest = re.sub(r"^bn(\d)", lambda m: f"residual.{2 * (int(m[1]) - 1)}.1", rest)
+        rest = re.sub(r"^downsample\.", "shortcut.", rest)
+        return f"features.{starts[stage] + index}.{rest}"
+
+    return {rename(name): t for name, t in weights.items()}
+
+
+def freeze_backbone(model: nn.Module) -> None:
+    """Train only the classifier layer: every other parameter gets requires_grad=False."""
+    classifier = classifier_layer(model)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for parameter in classifier.parameters():
+        parameter.requires_grad_(True)
+
+
+def classifier_layer(model: nn.Module) -> nn.Module:
+    """The last nn.Linear or CosineLinear; for nets without one (SqueezeNet), the last convolution."""
+    for kinds in ((nn.Linear, models.CosineLinear), (nn.Conv2d,)):
+        found = [module for module in model.modules() if isinstance(module, kinds)]
+        if found:
+            return found[-1]
+    raise UserError(f"{type(model).__name__} has no linear or convolutional classifier layer to train; "
+                    f"--freeze-backbone needs one, pick another --model_index")
 
 
 def parameter_count(spec: ModelSpec, num_classes: int = 10) -> int:

@@ -1,0 +1,109 @@
+"""A trained model as a portable file: ONNX with the normalisation and softmax folded in.
+
+model.onnx takes float32 RGB images (N, 3, H, W) with values 0-255, any batch size N, and
+returns class probabilities (N, K); classes.json says what the model expects and returns. The
+file is checked against PyTorch with onnxruntime before it is put in place, so a model.onnx
+that exists has passed that check.
+"""
+import inspect
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import loader
+import runs
+from cli import UserError
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+OPSET = 17
+TOLERANCE = 1e-4  # largest allowed difference of a probability between onnxruntime and PyTorch
+
+
+class DeployedModel(nn.Module):
+    """0-255 RGB images -> class probabilities: the training normalisation and a softmax around the model."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.normalise = loader.Normalise(mean, std)
+        self.model = model
+
+    def forward(self, images):
+        return self.model(self.normalise(images)).softmax(dim=1)
+
+
+def deployed_model(model: nn.Module, state: dict) -> DeployedModel:
+    return DeployedModel(model, state["mean"], state["std"]).to("cpu", torch.float32).eval()
+
+
+def write_onnx(deployed: DeployedModel, path: Path, height: int, width: int):
+    """The legacy TorchScript exporter: it needs no package beyond torch (the dynamo exporter
+    needs onnxscript). Its deprecation and constant-folding notices are silenced here: the
+    parity check is what vouches for the file."""
+    example = torch.full((2, 3, height, width), 128.0)
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(deployed, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          opset_version=OPSET, **legacy)
+
+
+@torch.inference_mode()
+def max_difference(onnx_path: Path, deployed: DeployedModel, images: torch.Tensor, batch_size: int) -> float:
+    """Largest absolute difference of the probabilities of onnxruntime and PyTorch (fp32) on uint8 images."""
+    import onnxruntime  # only exports need it
+
+    try:
+        session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise UserError(f"onnxruntime cannot load the exported model ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0]}); the export failed") from None
+    differences = []
+    for chunk in images.split(batch_size):
+        pixels = chunk.float()
+        expected = deployed(pixels).numpy()
+        exported = session.run([OUTPUT_NAME], {INPUT_NAME: pixels.numpy()})[0]
+        differences.append(np.abs(exported - expected).max())
+    return float(np.max(differences))  # NaN, if any, stays NaN and fails the check
+
+
+def export_onnx(model: nn.Module, state: dict, folder: Path, check_images: torch.Tensor,
+                batch_size: int = 128) -> float:
+    """Write folder/model.onnx and folder/classes.json; returns the parity check's difference.
+
+    The model is exported to a temporary file and checked on `check_images` (uint8, N x 3 x H x W);
+    only a file that passes replaces model.onnx. A failed check raises a UserError."""
+    deployed = deployed_model(model, state)
+    found = {}
+
+    def write_and_check(tmp):
+        write_onnx(deployed, tmp, state["height"], state["width"])
+        found["difference"] = max_difference(tmp, deployed, check_images, batch_size)
+        if not found["difference"] < TOLERANCE:
+            raise UserError(f"the exported model does not match PyTorch: the probabilities differ by up to "
+                            f"{found['difference']:.3g} (allowed: below {TOLERANCE:g}) on {len(check_images)} "
+                            f"images; model.onnx was not written")
+
+    runs.write_atomically(Path(folder) / "model.onnx", write_and_check)
+    runs.write_json(Path(folder) / "classes.json", model_description(state))
+    return found["difference"]
+
+
+def model_description(state: dict) -> dict:
+    """classes.json: what model.onnx expects and returns."""
+    return {
+        "class_names": state["class_names"],
+        "input": {"name": INPUT_NAME, "shape": ["batch", 3, state["height"], state["width"]], "dtype": "float32",
+                  "channels": "RGB", "range": [0, 255]},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(state["class_names"])],
+                   "meaning": "class probabilities (softmax), in the order of class_names"},
+        "height": state["height"], "width": state["width"],
+        "normalisation": {"mean": state["mean"], "std": state["std"],
+                          "note": "already inside model.onnx: (x / 255 - mean) / std per channel"},
+        "model_index": state["model_index"], "model_name": state.get("model_name"),
+        "dataset": state.get("dataset"), "objective": state.get("objective"), "epoch": state.get("epoch"),
+    }

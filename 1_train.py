@@ -1,12 +1,16 @@
 """Train one plan: a model (--model_index) on a dataset with an objective.
 
     python 1_train.py --dataset=digits-lt --model_index=42 --objective=CCE --epochs=30 --warmup
+    python 1_train.py --resume logs/ResNet32/digits-lt/CCE/2026-11-22-05-28-42      # continue it
 
 writes logs/<Model>/<dataset>/<objective>/<YYYY-MM-DD-HH-MM-SS>/ (see README.md).
 """
+import argparse
 import platform
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torchvision
@@ -22,12 +26,15 @@ import runs
 
 MONITORS = ("acc", "bacc", "macro_f1")
 WARMUP_EPOCHS = 5
+# what a resumed run may change; everything else is the run's own, from its args.json
+RESUMABLE = {"resume", "epochs", "early_stop", "workers", "device", "precision", "compile", "cache_gb",
+             "no_progress", "dry_run", "data_root", "logs_root"}
 
 
-def parse_args(argv=None):
+def build_parser():
     p = cli.ArgumentParser(prog="1_train.py", description="Train one model with one objective.")
-    p.add_argument("--model_index", type=int, required=True, help="network, see `python get_model.py`")
-    p.add_argument("--dataset", required=True, help="dataset folder name in a_datasets/")
+    p.add_argument("--model_index", type=int, help="network, see `python get_model.py` (required)")
+    p.add_argument("--dataset", help="dataset folder name in a_datasets/ (required)")
     p.add_argument("--objective", default="ERM",
                    help=f"training objective: {', '.join(criterion.objective_names())} (default: ERM)")
     p.add_argument("--lr", type=cli.positive_float, default=0.1, help="initial learning rate (default: 0.1)")
@@ -45,28 +52,73 @@ def parse_args(argv=None):
     p.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay (default: 5e-4)")
     p.add_argument("--monitor", choices=MONITORS, default="acc",
                    help="validation metric that picks (and names) the best checkpoint (default: acc)")
+    p.add_argument("--early-stop", type=cli.positive_int, metavar="N",
+                   help="stop after N epochs without improvement of --monitor (default: off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms only: a rerun (or a resumed run) repeats exactly")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue a run: its directory, or its YYYY-MM-DD-HH-MM-SS with --model_index and --dataset")
     p.add_argument("--workers", type=cli.non_negative_int, default=2,
-                   help="processes decoding images when a split streams from disk (default: 2)")
+                   help="threads/processes decoding images (default: 2)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="auto: bf16 on CPUs and GPUs that run it natively, fp16 on older GPUs, else fp32")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (off by default)")
     p.add_argument("--cache-gb", type=cli.positive_float, default=4.0,
                    help="hold decoded splits in memory up to this size, else stream from disk (default: 4)")
+    p.add_argument("--pretrained", type=Path, metavar="PATH",
+                   help="start from a local weights file: a torchvision state_dict or a .pth of this toolkit")
+    p.add_argument("--freeze-backbone", action="store_true",
+                   help="train only the classifier layer (classifier re-training on a --pretrained backbone)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the data (every image decoded), model and objective, then stop before training")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (summary lines only)")
     cli.add_root_arguments(p)
     criterion.add_arguments(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume:
+        args = resumed_args(args, cli.given_options(parser, argv), parser)
+    elif args.model_index is None or args.dataset is None:
+        raise cli.UserError("--model_index and --dataset are required (or --resume RUN)")
     if args.lrstep != sorted(set(args.lrstep)):
         raise cli.UserError(f"--lrstep {' '.join(map(str, args.lrstep))}: milestones must be increasing epochs, "
                             f"e.g. --lrstep 60 120 160")
     return args
 
 
+def resumed_args(args, given: set, parser):
+    """The run's own arguments from its args.json, with the few a resumed run may change."""
+    run_dir = runs.resolve_resume(args.resume, args.logs_root, args.model_index, args.dataset, recipe_name(args))
+    stored = runs.read_args(run_dir)
+    changed = [a.option_strings[0] for a in parser._actions
+               if a.dest in given - RESUMABLE and stored.get(a.dest) != getattr(args, a.dest)]
+    if changed:
+        raise cli.UserError(f"a resumed run keeps its own arguments; {', '.join(changed)} cannot change "
+                            f"(start a new run instead)")
+    merged = {name: stored.get(name, value) for name, value in vars(args).items()}
+    merged.update({name: getattr(args, name) for name in given & RESUMABLE})
+    for name in ("data_root", "logs_root", "pretrained"):
+        merged[name] = Path(merged[name]) if merged[name] is not None else None
+    merged["resume"] = run_dir
+    return argparse.Namespace(**merged)
+
+
+def recipe_name(args) -> str:
+    """The objective's folder name: deferred re-weighting is its own recipe, e.g. LDAM-DRW."""
+    return args.objective + ("-DRW" if args.drw else "")
+
+
 def train(argv=None):
     args = parse_args(argv)
     torch.manual_seed(args.seed)
+    if args.deterministic:
+        engine.use_deterministic_algorithms()
     device = engine.pick_device(args.device)
     precision = engine.pick_precision(args.precision, device)
 
@@ -83,6 +135,12 @@ def train(argv=None):
     cosine_scale = getattr(loss, "cosine_classifier_scale", None)
     if cosine_scale:
         model = get_model.use_cosine_classifier(model, cosine_scale)
+    if args.pretrained and not args.resume:
+        found = get_model.load_pretrained(model, args.pretrained)
+        print(f"pretrained {args.pretrained}: {found['loaded']} tensors loaded, {found['skipped']} skipped, "
+              f"{found['initialised']} newly initialised")
+    if args.freeze_backbone:
+        get_model.freeze_backbone(model)
 
     progress = not args.no_progress
     train_set = loader.load_images(splits["train"], args.height, args.width, device, args.cache_gb,
@@ -97,53 +155,133 @@ def train(argv=None):
                         // args.batchsize)
     schedule = engine.lr_factor(args.lrstep, args.lrstepgamma, WARMUP_EPOCHS if args.warmup else 0, steps_per_epoch)
     steps = 2 if getattr(loss, "complement_objective", False) else 1
-    optimizers = tuple(torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizers = tuple(torch.optim.SGD(trainable, lr=args.lr, momentum=args.momentum,
                                        weight_decay=args.weight_decay) for _ in range(steps))
     schedulers = tuple(torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in optimizers)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
     run = engine.Engine(model, loss, loader.Normalise(mean, std).to(device), device, precision,
                         optimizers, schedulers, scaler, torch.compile(model) if args.compile else None)
-
-    run_dir = runs.new_run_dir(args.logs_root, model_name, args.dataset, args.objective)
-    print(f"run directory: {run_dir}")
-    print(f"device {device}, precision {precision.name}, {len(class_names)} classes, "
-          f"{len(train_set)} training and {len(valid_set)} validation images")
-    record = {"model_name": model_name, "class_names": class_names, "class_counts": class_counts,
-              "mean": mean, "std": std, "precision_used": precision.name, "device_used": str(device),
-              "versions": versions()}
-    runs.write_json(run_dir / "args.json", {**vars(args), **record})
     about = {"model_index": args.model_index, "model_name": model_name, "dataset": args.dataset,
              "objective": args.objective, "class_names": class_names, "class_counts": class_counts,
              "height": args.height, "width": args.width, "mean": mean, "std": std,
              "cosine_scale": cosine_scale, "monitor": args.monitor}
 
-    log = runs.RunLog(run_dir)
-    best = {"value": float("-inf"), "epoch": 0}
+    if args.dry_run:
+        print(f"dry run: {len(train_set)} training and {len(valid_set)} validation images of {len(class_names)} "
+              f"classes read, {model_name} and {args.objective} built; nothing was trained or written")
+        return 0
+
+    # the run directory: continued, or created only now that everything has been checked
+    if args.resume:
+        run_dir = args.resume
+        done = restore(run_dir, run, about)
+        if done["epoch"] >= args.epochs:
+            raise cli.UserError(f"{run_dir} has finished its {done['epoch']} epochs; pass a larger --epochs "
+                                f"to train it further")
+        print(f"resuming {run_dir} after epoch {done['epoch']}" +
+              (f", batch {done['batch']}" if done["batch"] else ""))
+    else:
+        run_dir = runs.new_run_dir(args.logs_root, model_name, args.dataset, recipe_name(args))
+        done = {"epoch": 0, "batch": 0, "best": {"value": float("-inf"), "epoch": 0}}
+        print(f"run directory: {run_dir}")
+    print(f"device {device}, precision {precision.name}, {len(class_names)} classes, "
+          f"{len(train_set)} training and {len(valid_set)} validation images")
+    record = {"model_name": model_name, "class_names": class_names, "class_counts": class_counts,
+              "mean": mean, "std": std, "precision_used": precision.name, "device_used": str(device),
+              "versions": versions()}
+    stored_args = {**vars(args), "resume": None}
     try:
-        for epoch in range(args.epochs):
-            started = time.monotonic()
-            order = loader.drop_single_last(loader.epoch_order(len(train_set), args.seed, epoch), args.batchsize)
-            generator = loader.epoch_generator(args.seed, epoch, device)
-            train_row = run.train_epoch(train_set, order, args.batchsize, generator, epoch, args.epochs,
-                                        args.workers, progress)
-            labels, logits = run.predict(valid_set, args.batchsize, args.workers, progress, desc="validate")
-            valid_row = {"epoch": epoch + 1, **metrics.epoch_metrics(labels, logits), "lr": train_row["lr"]}
-            log.log("train", train_row)
-            log.log("valid", valid_row)
-            improved = valid_row[args.monitor] > best["value"]
-            if improved:
-                best = {"value": valid_row[args.monitor], "epoch": epoch + 1}
-                runs.save_best(run_dir, best["value"], {**about, "epoch": epoch + 1, "value": best["value"],
-                                                        "model": model.state_dict()})
-            runs.save_checkpoint(run_dir / "last.pth", {**about, "epoch": epoch + 1, "best": best,
-                                                         "model": model.state_dict()})
-            plots.training_curves(*log.frames(), run_dir / "curves.svg", monitor=args.monitor)
-            print(summary_line(train_row, valid_row, args.epochs, time.monotonic() - started, improved))
-    finally:
-        log.close()
+        runs.write_json(run_dir / "args.json", {**stored_args, **record})
+        with cli.StopSignals() as stop, runs.RunLog(run_dir, done["epoch"]) as log:
+            best = train_epochs(args, run, run_dir, about, train_set, valid_set, log, done, stop, progress)
+    except BaseException:
+        if not args.resume and not (run_dir / "last.pth").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # a run that never finished an epoch leaves nothing
+        raise
+    if stop.requested():
+        print(f"stopped; to continue: python 1_train.py --resume {shown_path(run_dir)}")
+        return stop.exit_code
     print(f"best valid {args.monitor} {best['value']:.2f} at epoch {best['epoch']}")
     print(f"run directory: {run_dir}")
     return 0
+
+
+def train_epochs(args, run, run_dir, about, train_set, valid_set, log, done, stop, progress) -> dict:
+    """The epoch loop, from where `done` says; returns the best {value, epoch}."""
+    best = done["best"]
+    unfinished = engine.EpochProgress(done["batch"], done["epoch_sums"]) if done["batch"] else None
+    for epoch in range(done["epoch"], args.epochs):
+        if stop.requested():
+            break
+        started = time.monotonic()
+        order = loader.drop_single_last(loader.epoch_order(len(train_set), args.seed, epoch), args.batchsize)
+        generator = loader.epoch_generator(args.seed, epoch, run.device)
+        if unfinished:
+            generator.set_state(done["generator"])
+        train_row, unfinished = run.train_epoch(train_set, order, args.batchsize, generator, epoch, args.epochs,
+                                                args.workers, progress, unfinished, stop.requested)
+        if train_row is None:  # stopped mid-epoch: save exactly where
+            save_last(run_dir, run, about, epoch, best, unfinished, generator)
+            break
+        labels, logits = run.predict(valid_set, args.batchsize, args.workers, progress, desc="validate")
+        valid_row = {"epoch": epoch + 1, **metrics.epoch_metrics(labels, logits), "lr": train_row["lr"]}
+        log.log("train", train_row)
+        log.log("valid", valid_row)
+        improved = valid_row[args.monitor] > best["value"]
+        if improved:
+            best = {"value": valid_row[args.monitor], "epoch": epoch + 1}
+            runs.save_best(run_dir, best["value"], {**about, "epoch": epoch + 1, "value": best["value"],
+                                                    "model": run.model.state_dict()})
+        save_last(run_dir, run, about, epoch + 1, best)
+        plots.training_curves(*log.frames(), run_dir / "curves.svg", monitor=args.monitor)
+        print(summary_line(train_row, valid_row, args.epochs, time.monotonic() - started, improved))
+        if args.early_stop and epoch + 1 - best["epoch"] >= args.early_stop:
+            print(f"early stop: valid {args.monitor} has not improved for {args.early_stop} epochs "
+                  f"(best {best['value']:.2f} at epoch {best['epoch']})")
+            break
+    return best
+
+
+def save_last(run_dir, run, about, epoch, best, unfinished=None, generator=None):
+    """last.pth: everything a resume needs, after `epoch` epochs (and `unfinished.batch` batches)."""
+    state = {**about, "epoch": epoch, "best": best, "model": run.model.state_dict(),
+             "optimizers": [o.state_dict() for o in run.optimizers],
+             "schedulers": [s.state_dict() for s in run.schedulers],
+             "scaler": run.scaler.state_dict() if run.scaler else None,
+             "criterion": run.criterion.state_dict(), "rng": runs.rng_states(),
+             "batch": unfinished.batch if unfinished else 0,
+             "epoch_sums": unfinished.sums if unfinished else None,
+             "generator": generator.get_state() if unfinished else None}
+    runs.save_checkpoint(run_dir / "last.pth", state)
+
+
+def restore(run_dir, run, about) -> dict:
+    """Load last.pth into the engine; returns where training stands."""
+    path = run_dir / "last.pth"
+    if not path.exists():
+        raise cli.UserError(f"{run_dir} has no last.pth (it stopped before finishing an epoch); start a new run")
+    state = runs.load_checkpoint(path)
+    try:
+        runs.check_resumable(state, about["model_index"], about["class_names"])
+    except cli.UserError as e:
+        raise cli.UserError(f"cannot resume {run_dir}: {e}") from None
+    run.model.load_state_dict(state["model"])
+    for holder, saved in [*zip(run.optimizers, state["optimizers"]), *zip(run.schedulers, state["schedulers"])]:
+        holder.load_state_dict(saved)
+    if run.scaler and state["scaler"]:
+        run.scaler.load_state_dict(state["scaler"])
+    run.criterion.load_state_dict(state["criterion"])
+    runs.restore_rng_states(state["rng"])
+    return state
+
+
+def shown_path(path: Path) -> str:
+    """A path relative to the working directory when it lies below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def summary_line(train_row, valid_row, epochs, seconds, improved) -> str:

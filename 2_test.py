@@ -22,7 +22,8 @@ def parse_args(argv=None):
     p = cli.ArgumentParser(prog="2_test.py", description="Evaluate a trained run on the test split.")
     p.add_argument("--model_index", type=int, required=True, help="network, see `python get_model.py`")
     p.add_argument("--dataset", required=True, help="dataset folder name in a_datasets/")
-    p.add_argument("--objective", default="ERM", help="objective the run was trained with (default: ERM)")
+    p.add_argument("--objective", default="ERM",
+                   help="objective the run was trained with, as its logs folder is named, e.g. LDAM-DRW (default: ERM)")
     p.add_argument("--datetime", help="the run's YYYY-MM-DD-HH-MM-SS (default: the newest run)")
     p.add_argument("--batchsize", type=cli.positive_int, default=128, help="batch size (default: 128)")
     p.add_argument("--shot-thresholds", type=cli.positive_int, nargs=2, default=[100, 20], metavar=("MANY", "FEW"),

@@ -2,7 +2,8 @@
 # Your training plans: plain command lines; edit them, then run one:
 #
 #   bash 3_run.sh            the demo plan (below) on the embedded digits-lt dataset, ~5 min on 2 CPU cores
-#   bash 3_run.sh PLAN       another plan of this file
+#   bash 3_run.sh PLAN       another plan of this file:
+#       objectives           every objective on digits-lt, same model, epochs and seed (~15 min on 2 CPU cores)
 #
 # Each plan stops at the first command that fails.
 set -euo pipefail
@@ -21,8 +22,21 @@ demo() {
     python 4_report.py logs/ResNet32/$DATASET
 }
 
+objectives() {
+    python 0_data_split.py --demo --overwrite
+    for objective in ERM CCE COT FL SPBL GHMC CB LDAM LA; do
+        python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=$objective $DEMO_SCHEDULE
+        python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=$objective
+    done
+    # LDAM-DRW: the margin loss, re-weighted from epoch 21 on (the standard recipe scaled to 30 epochs)
+    python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=LDAM --drw 21 $DEMO_SCHEDULE
+    python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=LDAM-DRW
+    python 4_report.py logs/ResNet32/$DATASET --latest
+}
+
 plan=${1:-demo}
 case "$plan" in
     demo) demo ;;
-    *) echo "error: unknown plan '$plan'; plans in 3_run.sh: demo" >&2; exit 2 ;;
+    objectives) objectives ;;
+    *) echo "error: unknown plan '$plan'; plans in 3_run.sh: demo, objectives" >&2; exit 2 ;;
 esac

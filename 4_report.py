@@ -21,7 +21,14 @@ def parse_args(argv=None):
     p = cli.ArgumentParser(prog="4_report.py", description="Summarise and compare the runs below a folder.")
     p.add_argument("folder", nargs="?", type=Path, default=cli.LOGS_ROOT,
                    help="a folder of logs/, e.g. logs/ResNet32/digits-lt (default: logs/)")
+    p.add_argument("--latest", action="store_true",
+                   help="only the newest run of each model, dataset and objective")
     return p.parse_args(argv)
+
+
+def newest_of_each(found: list) -> list:
+    """The last run (they are oldest first) of each logs/<model>/<dataset>/<objective>/ folder."""
+    return list({run.parent: run for run in found}.values())
 
 
 def label(summary: dict, several_models: bool, several_datasets: bool) -> str:
@@ -35,6 +42,8 @@ def report(argv=None):
     if not args.folder.is_dir():
         raise cli.UserError(f"no folder {args.folder}; give a folder of logs/, e.g. logs/ResNet32/digits-lt")
     found = runs.list_runs(args.folder)
+    if args.latest:
+        found = newest_of_each(found)
     if not found:
         raise cli.UserError(f"no runs below {args.folder} (a run is a folder holding args.json)")
     summaries = [runs.run_summary(run) for run in found]

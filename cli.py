@@ -1,6 +1,8 @@
 """What every script shares: UserError, common argument types and paths, the main() wrapper."""
 import argparse
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
@@ -17,19 +19,74 @@ class UserError(Exception):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that raises UserError instead of printing usage and calling sys.exit."""
+    """argparse that raises UserError instead of printing usage and calling sys.exit, and takes
+    no abbreviated options (so that `given_options` can see what was typed)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message):
         raise UserError(f"{message} (see: python {self.prog} --help)")
 
 
+def given_options(parser: argparse.ArgumentParser, argv) -> set:
+    """The destinations of the options typed on the command line (not left to their defaults)."""
+    typed = {token.split("=", 1)[0] for token in (sys.argv[1:] if argv is None else argv)}
+    return {action.dest for action in parser._actions if typed.intersection(action.option_strings)}
+
+
+def one_line_warning(message, category, filename, lineno, file=None, line=None):
+    return f"warning: {message}\n"
+
+
 def run_main(body, argv=None) -> int:
-    """Run a script's body; a UserError becomes `error: ...` on stderr and exit code 2."""
+    """Run a script's body; a UserError becomes `error: ...` on stderr and exit code 2, a second
+    Ctrl-C `interrupted` and exit code 130; warnings print as one line `warning: ...`."""
+    formatter, warnings.formatwarning = warnings.formatwarning, one_line_warning
     try:
         return body(argv) or 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        warnings.formatwarning = formatter
+
+
+class StopSignals:
+    """Within `with StopSignals() as stop:`, Ctrl-C (SIGINT) or SIGTERM only sets stop.requested(),
+    so long work can stop at a safe point; a second Ctrl-C stops at once (KeyboardInterrupt)."""
+
+    EXIT_CODES = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: 128 + signal.SIGTERM}
+
+    def __init__(self):
+        self.received = None
+        self.previous = {}
+
+    def __enter__(self):
+        for signum in self.EXIT_CODES:
+            self.previous[signum] = signal.signal(signum, self.handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def handle(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+        print(f"\n{signal.Signals(signum).name} received: stopping after the current step "
+              f"(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def requested(self) -> bool:
+        return self.received is not None
+
+    @property
+    def exit_code(self) -> int:
+        return self.EXIT_CODES.get(self.received, 0)
 
 
 def positive_int(text: str) -> int:

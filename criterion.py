@@ -304,8 +304,8 @@ class SelfPacedBalance(BaseLoss):
       the mean over all counted samples when none was recorded.
     - end_epoch of epoch t computes the thresholds with r_{t+1}, using the epoch and the total from
       the last set_epoch. A batch where no sample counts gives loss 0 (no gradient).
-    - The per-sample CE recorded during an epoch lives in a Python list (not in state_dict): it is
-      consumed by end_epoch, and checkpoints are written between epochs.
+    - The per-sample CE recorded during an epoch is consumed by end_epoch; a checkpoint written
+      mid-epoch (Ctrl-C) carries it as the module's extra state.
     """
 
     def __init__(self, class_counts: torch.Tensor, start: float, full: float):
@@ -350,6 +350,17 @@ class SelfPacedBalance(BaseLoss):
         hardness = self._mean_counted_ce(ce, classes, counted)  # log w_c = mean CE_c - log n_c, i.e. 1/H_c
         self.class_weight.copy_(self._normalise(hardness - torch.log(self.class_counts)))
         self.first_epoch.fill_(False)
+
+    def get_extra_state(self) -> dict:
+        """The records of an unfinished epoch, so that a run interrupted mid-epoch resumes exactly."""
+        if not self._records:
+            return {}
+        ce, classes, counted = (torch.cat(parts).cpu() for parts in zip(*self._records))
+        return {"ce": ce, "classes": classes, "counted": counted}
+
+    def set_extra_state(self, state: dict) -> None:
+        device = self.thresholds.device
+        self._records = [tuple(state[k].to(device) for k in ("ce", "classes", "counted"))] if state else []
 
     def _next_pace(self) -> float:
         """r for the epoch after the last set_epoch's; the current r if set_epoch was never called."""

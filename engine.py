@@ -4,6 +4,7 @@ The hot loop never waits for the device: running sums stay on the device and are
 epoch, and for the progress bar at most twice a second.
 """
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,13 @@ def pick_device(choice: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {choice}: no CUDA GPU is visible to PyTorch here; use --device cpu")
     return device
+
+
+def use_deterministic_algorithms():
+    """Only deterministic kernels (warning where PyTorch has none), so a rerun repeats exactly."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
 
 
 def cpu_has_native_bf16() -> bool:
@@ -86,6 +94,23 @@ class NonFiniteLoss(UserError):
     pass
 
 
+def check_finite(first_bad_batch: torch.Tensor, epoch: int):
+    """Raise NonFiniteLoss when a batch of this epoch had a non-finite loss (one host sync)."""
+    batch = int(first_bad_batch)
+    if batch >= 0:
+        raise NonFiniteLoss(f"the training loss became non-finite at epoch {epoch + 1}, batch {batch + 1}; "
+                            f"the checkpoints of the last good epoch are kept; try a lower --lr, --warmup, "
+                            f"or --precision fp32")
+
+
+@dataclass
+class EpochProgress:
+    """How far an interrupted epoch got: batches done, and the running sums (loss * n, top-1
+    correct, top-k correct, n)."""
+    batch: int
+    sums: torch.Tensor
+
+
 @dataclass
 class Engine:
     """What one epoch needs: the model, its loss, optimisers and how to run them."""
@@ -117,21 +142,32 @@ class Engine:
             optimizer.step()
         scheduler.step()
 
-    def train_epoch(self, image_set, order, batch_size, generator, epoch, epochs,
-                    workers=2, progress=True) -> dict:
-        """Train on `order` (image indices) with batch augmentation; returns the epoch's row."""
-        self.model.train()
+    def train_epoch(self, image_set, order, batch_size, generator, epoch, epochs, workers=2, progress=True,
+                    done=None, stop_requested=lambda: False):
+        """Train on `order` (image indices) with batch augmentation.
+
+        Returns (the epoch's row, None); or, when stop_requested() turns true between two steps,
+        (None, the EpochProgress to resume from). `done` is such a progress to resume from."""
+        train_mode(self.model)
         self.criterion.train()
         if hasattr(self.criterion, "set_epoch"):
             self.criterion.set_epoch(epoch, epochs)
         complement = getattr(self.criterion, "complement_objective", False)
         top_k = min(5, len(image_set.split.class_names))
-        sums = torch.zeros(4, device=self.device)  # loss * n, top-1 correct, top-k correct, n
+        done = done or EpochProgress(0, torch.zeros(4))
+        sums = done.sums.to(self.device)  # loss * n, top-1 correct, top-k correct, n
         first_bad_batch = torch.tensor(-1, device=self.device)
-        bar = progress_bar(loader.batches(image_set, order, batch_size, self.device, workers), progress,
-                           total=-(-len(order) // batch_size), desc=f"epoch {epoch + 1}/{epochs}", unit="batch")
+        lr = self.optimizers[0].param_groups[0]["lr"]
+        remaining = order[done.batch * batch_size:]
+        bar = progress_bar(loader.batches(image_set, remaining, batch_size, self.device, workers), progress,
+                           initial=done.batch, total=-(-len(order) // batch_size),
+                           desc=f"epoch {epoch + 1}/{epochs}", unit="batch")
         shown = time.monotonic()
-        for batch, (images, labels) in enumerate(bar):
+        for batch, (images, labels) in enumerate(bar, start=done.batch):
+            if stop_requested():
+                bar.close()
+                check_finite(first_bad_batch, epoch)
+                return None, EpochProgress(batch, sums.cpu())
             x = self.inputs(loader.random_crop_flip(images, generator))
             with autocast(self.device, self.precision):
                 logits = self.forward(x)
@@ -153,15 +189,13 @@ class Engine:
                 loss_sum, correct, _, seen = sums.tolist()
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}")
         bar.close()
+        check_finite(first_bad_batch, epoch)
         if hasattr(self.criterion, "end_epoch"):
             self.criterion.end_epoch()
-        if first_bad_batch.item() >= 0:
-            raise NonFiniteLoss(f"the training loss became non-finite at epoch {epoch + 1}, batch "
-                                f"{first_bad_batch.item() + 1}; the checkpoints of the last good epoch are kept; "
-                                f"try a lower --lr, --warmup, or --precision fp32")
         loss_sum, correct, correct_k, seen = sums.tolist()
-        return {"epoch": epoch + 1, "loss": loss_sum / seen, "acc": 100 * correct / seen,
-                "top5acc": 100 * correct_k / seen, "lr": lr}
+        row = {"epoch": epoch + 1, "loss": loss_sum / seen, "acc": 100 * correct / seen,
+               "top5acc": 100 * correct_k / seen, "lr": lr}
+        return row, None
 
     @torch.inference_mode()
     def predict(self, image_set, batch_size, workers=2, progress=True, desc="evaluate") -> tuple:
@@ -175,6 +209,16 @@ class Engine:
                 outputs.append(self.forward(self.inputs(images)).float())
         logits = torch.cat(outputs).cpu() if outputs else torch.empty(0, 0)
         return image_set.labels.cpu(), logits
+
+
+def train_mode(model):
+    """model.train(), except that BatchNorm layers whose weights are frozen keep their running
+    statistics (a frozen backbone stays exactly as it was loaded)."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.weight is not None \
+                and not module.weight.requires_grad:
+            module.eval()
 
 
 def correct_counts(logits, labels, top_k):

@@ -48,7 +48,12 @@ def write_csv(path: Path, rows: list, columns=None):
 
 
 def save_checkpoint(path: Path, state: dict):
-    write_atomically(path, lambda tmp: torch.save(state, tmp))
+    def write(tmp):
+        try:
+            torch.save(state, tmp)
+        except RuntimeError:  # torch reports a failed write (a full disk, say) as a RuntimeError
+            raise OSError("the write failed; is the disk full?") from None
+    write_atomically(path, write)
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
@@ -106,9 +111,10 @@ def find_run(logs_root: Path, model_name: str, dataset: str, objective: str, dat
 
 
 def best_checkpoint(run_dir: Path):
-    """The `<value>.pth` file of a run, or None."""
+    """The `<value>.pth` file of a run, or None. (Two exist only if the process was killed between
+    writing a new best and removing the old one: the higher value is the best.)"""
     found = [p for p in Path(run_dir).iterdir() if BEST_CHECKPOINT.fullmatch(p.name)]
-    return found[0] if found else None
+    return max(found, key=lambda p: float(p.name[:-4])) if found else None
 
 
 def save_best(run_dir: Path, value: float, state: dict) -> Path:
@@ -143,18 +149,16 @@ def load_trained(path: Path) -> tuple:
 class RunLog:
     """train.csv and valid.csv (rewritten whole, atomically, each epoch) and TensorBoard events."""
 
-    def __init__(self, run_dir: Path, tensorboard=True):
+    def __init__(self, run_dir: Path, epochs_done: int = 0, tensorboard=True):
+        """Continue the logs after `epochs_done` epochs: rows of later epochs (written before a
+        crash, after the last checkpoint) are dropped, so a resumed run has no gaps or repeats."""
         self.run_dir = Path(run_dir)
-        self.rows = {split: read_rows(self.run_dir / f"{split}.csv") for split in ("train", "valid")}
+        self.rows = {split: [r for r in read_rows(self.run_dir / f"{split}.csv") if r["epoch"] <= epochs_done]
+                     for split in ("train", "valid")}
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when logging
-            self.writer = SummaryWriter(str(self.run_dir))
-
-    def truncate(self, epochs: int):
-        """Forget rows after `epochs` (a resumed run continues from its last checkpoint)."""
-        for split in self.rows:
-            self.rows[split] = [r for r in self.rows[split] if r["epoch"] <= epochs]
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=epochs_done + 1)
 
     def log(self, split: str, row: dict):
         self.rows[split].append(row)
@@ -173,11 +177,67 @@ class RunLog:
         if self.writer is not None:
             self.writer.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def read_rows(path: Path) -> list:
     if not path.exists():
         return []
     return pd.read_csv(path).to_dict("records")
+
+
+# ---------------------------------------------------------------- resume
+
+def resolve_resume(value: str, logs_root: Path, model_index, dataset, recipe) -> Path:
+    """--resume takes a run directory, or a datetime with --model_index, --dataset, --objective."""
+    path = Path(value)
+    if (path / "args.json").is_file():
+        return path
+    if not DATETIME_PATTERN.fullmatch(value):
+        raise UserError(f"--resume {value}: no run directory there (it holds no args.json), and it is not "
+                        f"a datetime YYYY-MM-DD-HH-MM-SS")
+    if model_index is None or dataset is None:
+        raise UserError(f"--resume {value} needs --model_index, --dataset (and --objective) to find the run; "
+                        f"or pass the run directory itself")
+    return find_run(logs_root, get_model.model_name(model_index), dataset, recipe, value)
+
+
+def check_resumable(state: dict, model_index: int, class_names: list):
+    """Refuse a checkpoint of another model or class list, saying which differs."""
+    if state.get("model_index") != model_index:
+        raise UserError(f"the checkpoint is of model_index {state.get('model_index')}, not {model_index}")
+    stored = state.get("class_names", [])
+    if len(stored) != len(class_names):
+        raise UserError(f"the checkpoint has {len(stored)} classes, the dataset {len(class_names)}: "
+                        f"{describe_classes(stored, class_names)}")
+    if stored != class_names:
+        raise UserError(f"the checkpoint's classes differ from the dataset's: {describe_classes(stored, class_names)}")
+
+
+def describe_classes(stored: list, found: list) -> str:
+    missing = [c for c in stored if c not in found]
+    extra = [c for c in found if c not in stored]
+    if not missing and not extra:
+        return "same names in another order"
+    return "; ".join(part for part in (f"missing {missing}" if missing else "",
+                                       f"new {extra}" if extra else "") if part)
+
+
+def rng_states() -> dict:
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict):
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 # ---------------------------------------------------------------- reading finished runs
@@ -196,7 +256,7 @@ def run_summary(run_dir: Path) -> dict:
     args = read_args(run_dir)
     valid = read_log(run_dir, "valid")
     monitor = args.get("monitor", "acc")
-    row = {"model": args["model_name"], "dataset": args["dataset"], "objective": args["objective"],
+    row = {"model": args["model_name"], "dataset": args["dataset"], "objective": Path(run_dir).parent.name,
            "datetime": Path(run_dir).name, "epochs": len(valid), "monitor": monitor,
            "best_valid": float("nan"), "best_epoch": float("nan")}
     if len(valid) and monitor in valid:

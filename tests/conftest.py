@@ -6,10 +6,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+# The tests train tiny models on tiny images: one thread is as fast, and it does not collapse when
+# the machine is shared (two OpenMP threads spin-waiting for a busy core can be 10x slower).
+torch.set_num_threads(1)
 
 # Each class is a colour; noise makes the images differ; the sizes differ from the training size.
 TINY_CLASSES = {"alpha": (220, 40, 40), "beta": (40, 200, 60), "gamma": (50, 60, 210)}

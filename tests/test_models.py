@@ -14,15 +14,6 @@ CLASSES = 7
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These passes are too small to gain from threads; on a busy CPU the threads wait on one
-    another and the file runs 3x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def logits_for(model, height, width=None):
     model.eval()

@@ -56,3 +56,15 @@ def test_tensorboard_has_loss_and_accuracy_for_both_splits(trained_run):
     valid = pd.read_csv(trained_run.run_dir / "valid.csv")
     logged = [e.value for e in events.Scalars("acc/valid")]
     assert logged == pytest.approx(list(valid["acc"]), rel=1e-5)
+
+
+def test_dry_run_reads_everything_and_writes_no_run(tiny, run):
+    from conftest import TRAIN_ARGS
+    code, out, err = run("1_train", *TRAIN_ARGS, *tiny.data_args, "--dry-run")
+    assert code == 0, err
+    assert "dry run: 23 training and 4 validation images of 3 classes read" in out
+    assert not tiny.logs.exists()
+    broken = sorted((tiny.data / "tiny" / "valid" / "beta").iterdir())[0]
+    broken.write_bytes(b"\x89PNG\r\n")
+    code, _, err = run("1_train", *TRAIN_ARGS, *tiny.data_args, "--dry-run")
+    assert code == 2 and str(broken) in err

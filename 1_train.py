@@ -54,6 +54,13 @@ def build_parser():
                    help="validation metric that picks (and names) the best checkpoint (default: acc)")
     p.add_argument("--early-stop", type=cli.positive_int, metavar="N",
                    help="stop after N epochs without improvement of --monitor (default: off)")
+    p.add_argument("--sampler", choices=loader.SAMPLERS, default="instance",
+                   help="instance: every image once an epoch; class: classes uniformly, then an image; sqrt: "
+                        "classes in proportion to sqrt(n_c); progressive: from instance to class over the epochs "
+                        "(default: instance)")
+    p.add_argument("--drs", type=cli.positive_int, metavar="EPOCH",
+                   help="deferred re-sampling: instance sampling until EPOCH (counted from 1), class sampling "
+                        "from then on (default: off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms only: a rerun (or a resumed run) repeats exactly")
@@ -119,8 +126,17 @@ def train(argv=None):
     torch.manual_seed(args.seed)
     if args.deterministic:
         engine.use_deterministic_algorithms()
-    device = engine.pick_device(args.device)
+    distributed, device = engine.start_distributed(args.device)
+    try:
+        return train_on(args, distributed, device)
+    finally:
+        engine.stop_distributed(distributed)
+
+
+def train_on(args, distributed, device):
+    """Training in this process: the whole of it, or its share under torchrun."""
     precision = engine.pick_precision(args.precision, device)
+    main_process = distributed.is_main
 
     # data: scanned and checked before anything is written
     dataset = loader.dataset_dir(args.data_root, args.dataset)
@@ -142,7 +158,7 @@ def train(argv=None):
     if args.freeze_backbone:
         get_model.freeze_backbone(model)
 
-    progress = not args.no_progress
+    progress = not args.no_progress and main_process
     train_set = loader.load_images(splits["train"], args.height, args.width, device, args.cache_gb,
                                    args.workers, progress)
     valid_set = loader.load_images(splits["valid"], args.height, args.width, device, args.cache_gb,
@@ -151,103 +167,121 @@ def train(argv=None):
 
     model = model.to(device, memory_format=engine.memory_format(model))
     loss = loss.to(device)
-    steps_per_epoch = -(-len(loader.drop_single_last(torch.arange(len(train_set)), args.batchsize))
-                        // args.batchsize)
-    schedule = engine.lr_factor(args.lrstep, args.lrstepgamma, WARMUP_EPOCHS if args.warmup else 0, steps_per_epoch)
     steps = 2 if getattr(loss, "complement_objective", False) else 1
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizers = tuple(torch.optim.SGD(trainable, lr=args.lr, momentum=args.momentum,
-                                       weight_decay=args.weight_decay) for _ in range(steps))
-    schedulers = tuple(torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in optimizers)
+    optimizers = tuple(torch.optim.SGD([{"params": trainable, "initial_lr": args.lr}], lr=args.lr,
+                                       momentum=args.momentum, weight_decay=args.weight_decay)
+                       for _ in range(steps))
+    schedule = engine.lr_schedule(args.lrstep, args.lrstepgamma, WARMUP_EPOCHS if args.warmup else 0)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
+    forward = engine.wrap_for_distribution(model, distributed, device)
+    forward = torch.compile(forward) if args.compile else forward
     run = engine.Engine(model, loss, loader.Normalise(mean, std).to(device), device, precision,
-                        optimizers, schedulers, scaler, torch.compile(model) if args.compile else None)
+                        optimizers, schedule, scaler, forward, distributed)
     about = {"model_index": args.model_index, "model_name": model_name, "dataset": args.dataset,
              "objective": args.objective, "class_names": class_names, "class_counts": class_counts,
              "height": args.height, "width": args.width, "mean": mean, "std": std,
              "cosine_scale": cosine_scale, "monitor": args.monitor}
 
     if args.dry_run:
-        print(f"dry run: {len(train_set)} training and {len(valid_set)} validation images of {len(class_names)} "
-              f"classes read, {model_name} and {args.objective} built; nothing was trained or written")
+        if main_process:
+            print(f"dry run: {len(train_set)} training and {len(valid_set)} validation images of "
+                  f"{len(class_names)} classes read, {model_name} and {args.objective} built; "
+                  f"nothing was trained or written")
         return 0
 
-    # the run directory: continued, or created only now that everything has been checked
+    # the run directory: continued, or created (by the main process) only now that all is checked
     if args.resume:
         run_dir = args.resume
         done = restore(run_dir, run, about)
         if done["epoch"] >= args.epochs:
             raise cli.UserError(f"{run_dir} has finished its {done['epoch']} epochs; pass a larger --epochs "
                                 f"to train it further")
-        print(f"resuming {run_dir} after epoch {done['epoch']}" +
-              (f", batch {done['batch']}" if done["batch"] else ""))
+        say = f"resuming {run_dir} after epoch {done['epoch']}" + (f", batch {done['batch']}" if done["batch"] else "")
     else:
-        run_dir = runs.new_run_dir(args.logs_root, model_name, args.dataset, recipe_name(args))
+        run_dir = runs.new_run_dir(args.logs_root, model_name, args.dataset, recipe_name(args)) if main_process else None
         done = {"epoch": 0, "batch": 0, "best": {"value": float("-inf"), "epoch": 0}}
-        print(f"run directory: {run_dir}")
+        say = f"run directory: {run_dir}"
+    if not main_process:
+        return train_epochs(args, run, None, about, train_set, valid_set, None, done, progress)[1]
+    print(say)
     print(f"device {device}, precision {precision.name}, {len(class_names)} classes, "
-          f"{len(train_set)} training and {len(valid_set)} validation images")
+          f"{len(train_set)} training and {len(valid_set)} validation images"
+          + (f"; {distributed.world} processes of {args.batchsize} images a batch" if distributed.active else ""))
     record = {"model_name": model_name, "class_names": class_names, "class_counts": class_counts,
               "mean": mean, "std": std, "precision_used": precision.name, "device_used": str(device),
-              "versions": versions()}
-    stored_args = {**vars(args), "resume": None}
+              "processes": distributed.world, "versions": versions()}
     try:
-        runs.write_json(run_dir / "args.json", {**stored_args, **record})
-        with cli.StopSignals() as stop, runs.RunLog(run_dir, done["epoch"]) as log:
-            best = train_epochs(args, run, run_dir, about, train_set, valid_set, log, done, stop, progress)
+        runs.write_json(run_dir / "args.json", {**vars(args), "resume": None, **record})
+        with runs.RunLog(run_dir, done["epoch"]) as log:
+            best, exit_code = train_epochs(args, run, run_dir, about, train_set, valid_set, log, done, progress)
     except BaseException:
         if not args.resume and not (run_dir / "last.pth").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # a run that never finished an epoch leaves nothing
         raise
-    if stop.requested():
+    if exit_code:
         print(f"stopped; to continue: python 1_train.py --resume {shown_path(run_dir)}")
-        return stop.exit_code
+        return exit_code
     print(f"best valid {args.monitor} {best['value']:.2f} at epoch {best['epoch']}")
     print(f"run directory: {run_dir}")
     return 0
 
 
-def train_epochs(args, run, run_dir, about, train_set, valid_set, log, done, stop, progress) -> dict:
-    """The epoch loop, from where `done` says; returns the best {value, epoch}."""
+def train_epochs(args, run, run_dir, about, train_set, valid_set, log, done, progress) -> tuple:
+    """The epoch loop, from where `done` says; returns the best {value, epoch} and the exit code
+    (0, or 130/143 when Ctrl-C or SIGTERM stopped it). Only the main process (the one with a
+    `log`) writes; under torchrun every process trains its share and sees the same validation."""
     best = done["best"]
     unfinished = engine.EpochProgress(done["batch"], done["epoch_sums"]) if done["batch"] else None
-    for epoch in range(done["epoch"], args.epochs):
-        if stop.requested():
-            break
-        started = time.monotonic()
-        order = loader.drop_single_last(loader.epoch_order(len(train_set), args.seed, epoch), args.batchsize)
-        generator = loader.epoch_generator(args.seed, epoch, run.device)
-        if unfinished:
-            generator.set_state(done["generator"])
-        train_row, unfinished = run.train_epoch(train_set, order, args.batchsize, generator, epoch, args.epochs,
-                                                args.workers, progress, unfinished, stop.requested)
-        if train_row is None:  # stopped mid-epoch: save exactly where
-            save_last(run_dir, run, about, epoch, best, unfinished, generator)
-            break
-        labels, logits = run.predict(valid_set, args.batchsize, args.workers, progress, desc="validate")
-        valid_row = {"epoch": epoch + 1, **metrics.epoch_metrics(labels, logits), "lr": train_row["lr"]}
-        log.log("train", train_row)
-        log.log("valid", valid_row)
-        improved = valid_row[args.monitor] > best["value"]
-        if improved:
-            best = {"value": valid_row[args.monitor], "epoch": epoch + 1}
-            runs.save_best(run_dir, best["value"], {**about, "epoch": epoch + 1, "value": best["value"],
-                                                    "model": run.model.state_dict()})
-        save_last(run_dir, run, about, epoch + 1, best)
-        plots.training_curves(*log.frames(), run_dir / "curves.svg", monitor=args.monitor)
-        print(summary_line(train_row, valid_row, args.epochs, time.monotonic() - started, improved))
-        if args.early_stop and epoch + 1 - best["epoch"] >= args.early_stop:
-            print(f"early stop: valid {args.monitor} has not improved for {args.early_stop} epochs "
-                  f"(best {best['value']:.2f} at epoch {best['epoch']})")
-            break
-    return best
+    rank, world = run.distributed.rank, run.distributed.world
+    with cli.StopSignals() as stop:
+        for epoch in range(done["epoch"], args.epochs):
+            if run.distributed.agree(stop.requested, 0):
+                break
+            started = time.monotonic()
+            order = loader.epoch_order(train_set.labels, args.seed, epoch, args.sampler, args.epochs, args.drs,
+                                       rank, world)
+            order = loader.drop_single_last(order, args.batchsize)
+            generator = loader.epoch_generator(args.seed + rank, epoch, run.device)
+            if unfinished:
+                generator.set_state(done["generator"])
+            train_row, unfinished = run.train_epoch(train_set, order, args.batchsize, generator, epoch, args.epochs,
+                                                    args.workers, progress, unfinished, stop.requested)
+            if train_row is None:  # stopped mid-epoch: save exactly where
+                if log:
+                    save_last(run_dir, run, about, epoch, best, unfinished, generator)
+                break
+            labels, logits = run.predict(valid_set, args.batchsize, args.workers, progress, desc="validate")
+            valid_row = {"epoch": epoch + 1, **metrics.epoch_metrics(labels, logits), "lr": train_row["lr"]}
+            improved = valid_row[args.monitor] > best["value"]
+            if improved:
+                best = {"value": valid_row[args.monitor], "epoch": epoch + 1}
+            if log:
+                record_epoch(args, run, run_dir, about, log, train_row, valid_row, best, improved)
+                print(summary_line(train_row, valid_row, args.epochs, time.monotonic() - started, improved))
+            if args.early_stop and epoch + 1 - best["epoch"] >= args.early_stop:
+                if log:
+                    print(f"early stop: valid {args.monitor} has not improved for {args.early_stop} epochs "
+                          f"(best {best['value']:.2f} at epoch {best['epoch']})")
+                break
+    return best, stop.exit_code if stop.requested() or unfinished else 0
+
+
+def record_epoch(args, run, run_dir, about, log, train_row, valid_row, best, improved):
+    """Logs, the best checkpoint when it improved, last.pth and curves.svg, after an epoch."""
+    log.log("train", train_row)
+    log.log("valid", valid_row)
+    if improved:
+        runs.save_best(run_dir, best["value"], {**about, "epoch": best["epoch"], "value": best["value"],
+                                                "model": run.model.state_dict()})
+    save_last(run_dir, run, about, train_row["epoch"], best)
+    plots.training_curves(*log.frames(), run_dir / "curves.svg", monitor=args.monitor)
 
 
 def save_last(run_dir, run, about, epoch, best, unfinished=None, generator=None):
     """last.pth: everything a resume needs, after `epoch` epochs (and `unfinished.batch` batches)."""
     state = {**about, "epoch": epoch, "best": best, "model": run.model.state_dict(),
              "optimizers": [o.state_dict() for o in run.optimizers],
-             "schedulers": [s.state_dict() for s in run.schedulers],
              "scaler": run.scaler.state_dict() if run.scaler else None,
              "criterion": run.criterion.state_dict(), "rng": runs.rng_states(),
              "batch": unfinished.batch if unfinished else 0,
@@ -267,8 +301,8 @@ def restore(run_dir, run, about) -> dict:
     except cli.UserError as e:
         raise cli.UserError(f"cannot resume {run_dir}: {e}") from None
     run.model.load_state_dict(state["model"])
-    for holder, saved in [*zip(run.optimizers, state["optimizers"]), *zip(run.schedulers, state["schedulers"])]:
-        holder.load_state_dict(saved)
+    for optimizer, saved in zip(run.optimizers, state["optimizers"]):
+        optimizer.load_state_dict(saved)
     if run.scaler and state["scaler"]:
         run.scaler.load_state_dict(state["scaler"])
     run.criterion.load_state_dict(state["criterion"])

@@ -1,4 +1,4 @@
-"""One epoch of training or evaluation: device, precision, memory format.
+"""One epoch of training or evaluation: device, precision, memory format, distribution.
 
 The hot loop never waits for the device: running sums stay on the device and are read once an
 epoch, and for the progress bar at most twice a second.
@@ -113,25 +113,38 @@ class EpochProgress:
 
 @dataclass
 class Engine:
-    """What one epoch needs: the model, its loss, optimisers and how to run them."""
+    """What one epoch needs: the model, its loss, optimisers and how to run them.
+
+    `model` is the plain module (its state_dict is what checkpoints hold); `forward` is what runs
+    it: the model itself, or its DistributedDataParallel and/or torch.compile wrapper."""
     model: torch.nn.Module
     criterion: torch.nn.Module
     normalise: torch.nn.Module
     device: torch.device
     precision: Precision
     optimizers: tuple = ()  # (main,) or (main, complement) for COT
-    schedulers: tuple = ()
+    lr_factor: object = None  # fractional epoch -> learning-rate multiplier
     scaler: object = None
-    compiled: object = None  # torch.compile'd model, when asked for
+    forward: object = None
+    distributed: "Distributed" = None
 
     def __post_init__(self):
         self.memory_format = memory_format(self.model)
-        self.forward = self.compiled or self.model
+        self.forward = self.forward or self.model
+        self.distributed = self.distributed or Distributed()
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         return self.normalise(images).contiguous(memory_format=self.memory_format)
 
-    def step(self, optimizer, scheduler, loss):
+    def set_lr(self, progress: float) -> float:
+        """Set every optimiser's rate for this point of training (epochs, fractional); returns it."""
+        factor = self.lr_factor(progress)
+        for optimizer in self.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+        return self.optimizers[0].param_groups[0]["lr"]
+
+    def step(self, optimizer, loss):
         optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -140,11 +153,10 @@ class Engine:
         else:
             loss.backward()
             optimizer.step()
-        scheduler.step()
 
     def train_epoch(self, image_set, order, batch_size, generator, epoch, epochs, workers=2, progress=True,
                     done=None, stop_requested=lambda: False):
-        """Train on `order` (image indices) with batch augmentation.
+        """Train on `order` (this process's image indices) with batch augmentation.
 
         Returns (the epoch's row, None); or, when stop_requested() turns true between two steps,
         (None, the EpochProgress to resume from). `done` is such a progress to resume from."""
@@ -157,27 +169,28 @@ class Engine:
         done = done or EpochProgress(0, torch.zeros(4))
         sums = done.sums.to(self.device)  # loss * n, top-1 correct, top-k correct, n
         first_bad_batch = torch.tensor(-1, device=self.device)
+        batches = -(-len(order) // batch_size)
         lr = self.optimizers[0].param_groups[0]["lr"]
-        remaining = order[done.batch * batch_size:]
-        bar = progress_bar(loader.batches(image_set, remaining, batch_size, self.device, workers), progress,
-                           initial=done.batch, total=-(-len(order) // batch_size),
-                           desc=f"epoch {epoch + 1}/{epochs}", unit="batch")
+        bar = progress_bar(loader.batches(image_set, order[done.batch * batch_size:], batch_size, self.device,
+                                          workers),
+                           progress, initial=done.batch, total=batches, desc=f"epoch {epoch + 1}/{epochs}",
+                           unit="batch")
         shown = time.monotonic()
         for batch, (images, labels) in enumerate(bar, start=done.batch):
-            if stop_requested():
+            if self.distributed.agree(stop_requested, batch):
                 bar.close()
-                check_finite(first_bad_batch, epoch)
+                check_finite(self.distributed.max(first_bad_batch), epoch)
                 return None, EpochProgress(batch, sums.cpu())
+            lr = self.set_lr(epoch + (batch + 1) / batches)
             x = self.inputs(loader.random_crop_flip(images, generator))
             with autocast(self.device, self.precision):
                 logits = self.forward(x)
             loss = self.criterion(logits, labels)
-            lr = self.optimizers[0].param_groups[0]["lr"]
-            self.step(self.optimizers[0], self.schedulers[0], loss)
+            self.step(self.optimizers[0], loss)
             if complement:
                 with autocast(self.device, self.precision):
                     second = self.forward(x)
-                self.step(self.optimizers[1], self.schedulers[1], self.criterion.complement_loss(second, labels))
+                self.step(self.optimizers[1], self.criterion.complement_loss(second, labels))
             with torch.no_grad():
                 loss = loss.detach().float()
                 bad = ~torch.isfinite(loss) & (first_bad_batch < 0)
@@ -189,25 +202,29 @@ class Engine:
                 loss_sum, correct, _, seen = sums.tolist()
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}")
         bar.close()
-        check_finite(first_bad_batch, epoch)
+        check_finite(self.distributed.max(first_bad_batch), epoch)
         if hasattr(self.criterion, "end_epoch"):
-            self.criterion.end_epoch()
-        loss_sum, correct, correct_k, seen = sums.tolist()
+            self.criterion.end_epoch(self.distributed.gather if self.distributed.active else None)
+        loss_sum, correct, correct_k, seen = self.distributed.sum(sums).tolist()
         row = {"epoch": epoch + 1, "loss": loss_sum / seen, "acc": 100 * correct / seen,
                "top5acc": 100 * correct_k / seen, "lr": lr}
         return row, None
 
     @torch.inference_mode()
     def predict(self, image_set, batch_size, workers=2, progress=True, desc="evaluate") -> tuple:
-        """Labels and float32 logits of every image of the set, in order, on the CPU."""
+        """Labels and float32 logits of every image of the set, in order, on the CPU. Under DDP each
+        process evaluates every world-th image and all of them get the whole, each image once."""
         self.model.eval()
-        order = torch.arange(len(image_set))
+        order = torch.arange(self.distributed.rank, len(image_set), self.distributed.world)
         outputs = []
         for images, _ in progress_bar(loader.batches(image_set, order, batch_size, self.device, workers),
                                       progress, total=-(-len(order) // batch_size), desc=desc, unit="batch"):
             with autocast(self.device, self.precision):
                 outputs.append(self.forward(self.inputs(images)).float())
-        logits = torch.cat(outputs).cpu() if outputs else torch.empty(0, 0)
+        logits = torch.cat(outputs).cpu() if outputs else torch.empty(0, len(image_set.split.class_names))
+        if self.distributed.active:
+            order, logits = self.distributed.gather(order), self.distributed.gather(logits)
+            logits = logits[torch.argsort(order)]
         return image_set.labels.cpu(), logits
 
 
@@ -228,14 +245,86 @@ def correct_counts(logits, labels, top_k):
     return hits[:, 0].sum().float(), hits.any(dim=1).sum().float()
 
 
-def lr_factor(milestones, gamma: float, warmup_epochs: int, steps_per_epoch: int):
-    """The learning-rate multiplier at each optimiser step: linear warm-up over the first
-    `warmup_epochs`, then times `gamma` at each milestone epoch (MultiStepLR's convention:
-    milestone 60 lowers the rate from the 61st epoch on)."""
-    def factor(step: int) -> float:
-        epoch = step // steps_per_epoch
-        decay = gamma ** sum(epoch >= m for m in milestones)
-        if step < warmup_epochs * steps_per_epoch:
-            return decay * (step + 1) / (warmup_epochs * steps_per_epoch)
+def lr_schedule(milestones, gamma: float, warmup_epochs: int):
+    """The learning-rate multiplier at a point of training, in epochs (2.5 = half-way through the
+    third): a linear warm-up over the first `warmup_epochs`, and times `gamma` at each milestone
+    (MultiStepLR's convention: milestone 60 lowers the rate from the 61st epoch on). A pure
+    function of the position, so a resumed run needs no scheduler state."""
+    def factor(progress: float) -> float:
+        decay = gamma ** sum(int(progress - 1e-9) >= m for m in milestones)
+        if progress < warmup_epochs:
+            return decay * progress / warmup_epochs
         return decay
     return factor
+
+
+# ---------------------------------------------------------------- distribution (torchrun)
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place among `torchrun`'s processes; one process is rank 0 of a world of 1."""
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    stop_check_every: int = 8  # steps between agreeing on a stop request (a collective each time)
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.active:
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
+    def max(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.active:
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return tensor
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's tensor (of any length), concatenated in rank order."""
+        if not self.active:
+            return tensor
+        parts = [None] * self.world
+        torch.distributed.all_gather_object(parts, tensor.cpu())
+        return torch.cat(parts).to(tensor.device)
+
+    def agree(self, stop_requested, step: int) -> bool:
+        """Whether to stop now: at once alone; under DDP every few steps, all processes together."""
+        if not self.active:
+            return stop_requested()
+        if step % self.stop_check_every:
+            return False
+        device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+        return bool(self.max(torch.tensor(int(stop_requested()), device=device)))
+
+
+def start_distributed(device_choice: str) -> tuple:
+    """(Distributed, device) for this process: under torchrun, join the process group (NCCL on
+    GPUs, gloo on CPU), one GPU per process; otherwise a single process on --device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed(), pick_device(device_choice)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    device = pick_device(device_choice)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank, world, local_rank), device
+
+
+def stop_distributed(distributed: Distributed):
+    if distributed.active and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def wrap_for_distribution(model: torch.nn.Module, distributed: Distributed, device: torch.device):
+    if not distributed.active:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

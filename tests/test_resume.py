@@ -121,7 +121,9 @@ def test_sigkill_at_any_moment_leaves_loadable_checkpoints(tiny):
         process.wait()
         last = runs.load_checkpoint(run_dir / "last.pth")
         best = runs.load_checkpoint(runs.best_checkpoint(run_dir))
-        assert last["epoch"] >= 1 and best["epoch"] <= last["epoch"]
+        # a kill between writing a new best and last.pth leaves the best one epoch ahead; the resumed
+        # run repeats that epoch and writes the same best again
+        assert last["epoch"] >= 1 and best["epoch"] <= last["epoch"] + 1
         epochs = list(pd.read_csv(run_dir / "train.csv")["epoch"])
         assert epochs == list(range(1, len(epochs) + 1))
         command = [sys.executable, str(REPO / "1_train.py"), "--resume", str(run_dir), "--no-progress"]

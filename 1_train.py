@@ -135,53 +135,10 @@ def train(argv=None):
 
 def train_on(args, distributed, device):
     """Training in this process: the whole of it, or its share under torchrun."""
-    precision = engine.pick_precision(args.precision, device)
     main_process = distributed.is_main
-
-    # data: scanned and checked before anything is written
-    dataset = loader.dataset_dir(args.data_root, args.dataset)
-    splits = loader.scan_dataset(dataset, ("train", "valid"))
-    class_names = splits["train"].class_names
-    class_counts = splits["train"].class_counts()
-
-    # model and objective
-    loss = criterion.build_criterion(args.objective, class_counts, args)
-    model_name = get_model.model_name(args.model_index)
-    model = get_model.build_model(args.model_index, len(class_names), args.height, args.width)
-    cosine_scale = getattr(loss, "cosine_classifier_scale", None)
-    if cosine_scale:
-        model = get_model.use_cosine_classifier(model, cosine_scale)
-    if args.pretrained and not args.resume:
-        found = get_model.load_pretrained(model, args.pretrained)
-        print(f"pretrained {args.pretrained}: {found['loaded']} tensors loaded, {found['skipped']} skipped, "
-              f"{found['initialised']} newly initialised")
-    if args.freeze_backbone:
-        get_model.freeze_backbone(model)
-
     progress = not args.no_progress and main_process
-    train_set = loader.load_images(splits["train"], args.height, args.width, device, args.cache_gb,
-                                   args.workers, progress)
-    valid_set = loader.load_images(splits["valid"], args.height, args.width, device, args.cache_gb,
-                                   args.workers, progress)
-    mean, std = loader.training_stats(train_set, args.height, args.width)
-
-    model = model.to(device, memory_format=engine.memory_format(model))
-    loss = loss.to(device)
-    steps = 2 if getattr(loss, "complement_objective", False) else 1
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizers = tuple(torch.optim.SGD([{"params": trainable, "initial_lr": args.lr}], lr=args.lr,
-                                       momentum=args.momentum, weight_decay=args.weight_decay)
-                       for _ in range(steps))
-    schedule = engine.lr_schedule(args.lrstep, args.lrstepgamma, WARMUP_EPOCHS if args.warmup else 0)
-    scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
-    forward = engine.wrap_for_distribution(model, distributed, device)
-    forward = torch.compile(forward) if args.compile else forward
-    run = engine.Engine(model, loss, loader.Normalise(mean, std).to(device), device, precision,
-                        optimizers, schedule, scaler, forward, distributed)
-    about = {"model_index": args.model_index, "model_name": model_name, "dataset": args.dataset,
-             "objective": args.objective, "class_names": class_names, "class_counts": class_counts,
-             "height": args.height, "width": args.width, "mean": mean, "std": std,
-             "cosine_scale": cosine_scale, "monitor": args.monitor}
+    run, train_set, valid_set, about = prepare(args, distributed, device, progress)
+    class_names, model_name, precision = about["class_names"], about["model_name"], run.precision
 
     if args.dry_run:
         if main_process:
@@ -208,11 +165,10 @@ def train_on(args, distributed, device):
     print(f"device {device}, precision {precision.name}, {len(class_names)} classes, "
           f"{len(train_set)} training and {len(valid_set)} validation images"
           + (f"; {distributed.world} processes of {args.batchsize} images a batch" if distributed.active else ""))
-    record = {"model_name": model_name, "class_names": class_names, "class_counts": class_counts,
-              "mean": mean, "std": std, "precision_used": precision.name, "device_used": str(device),
+    record = {**vars(args), "resume": None, **about, "precision_used": precision.name, "device_used": str(device),
               "processes": distributed.world, "versions": versions()}
     try:
-        runs.write_json(run_dir / "args.json", {**vars(args), "resume": None, **record})
+        runs.write_json(run_dir / "args.json", record)
         with runs.RunLog(run_dir, done["epoch"]) as log:
             best, exit_code = train_epochs(args, run, run_dir, about, train_set, valid_set, log, done, progress)
     except BaseException:
@@ -225,6 +181,55 @@ def train_on(args, distributed, device):
     print(f"best valid {args.monitor} {best['value']:.2f} at epoch {best['epoch']}")
     print(f"run directory: {run_dir}")
     return 0
+
+
+def prepare(args, distributed, device, progress) -> tuple:
+    """Data, model, objective and optimisers, all checked before anything is written: the Engine,
+    the training and validation image sets, and what every checkpoint records about the run."""
+    dataset = loader.dataset_dir(args.data_root, args.dataset)
+    splits = loader.scan_dataset(dataset, ("train", "valid"))
+    class_names = splits["train"].class_names
+    class_counts = splits["train"].class_counts()
+
+    loss = criterion.build_criterion(args.objective, class_counts, args)
+    model_name = get_model.model_name(args.model_index)
+    model = get_model.build_model(args.model_index, len(class_names), args.height, args.width)
+    cosine_scale = getattr(loss, "cosine_classifier_scale", None)
+    if cosine_scale:
+        model = get_model.use_cosine_classifier(model, cosine_scale)
+    if args.pretrained and not args.resume:
+        found = get_model.load_pretrained(model, args.pretrained)
+        if distributed.is_main:
+            print(f"pretrained {args.pretrained}: {found['loaded']} tensors loaded, {found['skipped']} skipped, "
+                  f"{found['initialised']} newly initialised")
+    if args.freeze_backbone:
+        get_model.freeze_backbone(model)
+
+    train_set = loader.load_images(splits["train"], args.height, args.width, device, args.cache_gb,
+                                   args.workers, progress)
+    valid_set = loader.load_images(splits["valid"], args.height, args.width, device, args.cache_gb,
+                                   args.workers, progress)
+    mean, std = loader.training_stats(train_set, args.height, args.width)
+
+    model = model.to(device, memory_format=engine.memory_format(model))
+    loss = loss.to(device)
+    steps = 2 if getattr(loss, "complement_objective", False) else 1  # COT's second optimiser
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizers = tuple(torch.optim.SGD([{"params": trainable, "initial_lr": args.lr}], lr=args.lr,
+                                       momentum=args.momentum, weight_decay=args.weight_decay)
+                       for _ in range(steps))
+    schedule = engine.lr_schedule(args.lrstep, args.lrstepgamma, WARMUP_EPOCHS if args.warmup else 0)
+    precision = engine.pick_precision(args.precision, device)
+    scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
+    forward = engine.wrap_for_distribution(model, distributed, device)
+    forward = torch.compile(forward) if args.compile else forward
+    run = engine.Engine(model, loss, loader.Normalise(mean, std).to(device), device, precision,
+                        optimizers, schedule, scaler, forward, distributed)
+    about = {"model_index": args.model_index, "model_name": model_name, "dataset": args.dataset,
+             "objective": args.objective, "class_names": class_names, "class_counts": class_counts,
+             "height": args.height, "width": args.width, "mean": mean, "std": std,
+             "cosine_scale": cosine_scale, "monitor": args.monitor}
+    return run, train_set, valid_set, about
 
 
 def train_epochs(args, run, run_dir, about, train_set, valid_set, log, done, progress) -> tuple:

@@ -1,5 +1,6 @@
 """What every script shares: UserError, common argument types and paths, the main() wrapper."""
 import argparse
+import math
 import signal
 import sys
 import warnings
@@ -103,10 +104,28 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def number(text: str) -> float:
+    """A finite float: inf and nan are mistakes in every argument that takes a number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
+    value = number(text)
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
     return value
 
 

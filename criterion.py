@@ -19,7 +19,6 @@ The engine's side of the contract:
 A new objective slots in by writing its module and adding a row to OBJECTIVES.
 """
 import argparse
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cli import UserError, positive_int
+from cli import UserError, non_negative_float, number, positive_float, positive_int
 
 DEFAULTS = {
     "ccegamma": 5.0,
@@ -536,22 +535,12 @@ def build_criterion(name: str, class_counts, args: argparse.Namespace) -> nn.Mod
 
 # ---------------------------------------------------------------- arguments
 
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
 def _number_in(low: float, high: float, low_open: bool, high_open: bool):
     """An argparse type for a number in an interval, e.g. [0, 1)."""
     shown = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
     def parse(text: str) -> float:
-        value = _number(text)
+        value = number(text)
         above = value > low if low_open else value >= low
         below = value < high if high_open else value <= high
         if not (above and below):
@@ -560,20 +549,6 @@ def _number_in(low: float, high: float, low_open: bool, high_open: bool):
 
     parse.__name__ = f"number in {shown}"
     return parse
-
-
-def _non_negative_number(text: str) -> float:
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
-    return value
-
-
-def _positive_number(text: str) -> float:
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def _focal_alpha(text: str):
@@ -592,10 +567,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every objective hyper-parameter, in the group "objective hyper-parameters"."""
     group = parser.add_argument_group("objective hyper-parameters")
     add = group.add_argument
-    add("--ccegamma", type=_number, default=DEFAULTS["ccegamma"],
+    add("--ccegamma", type=number, default=DEFAULTS["ccegamma"],
         help="CCE: weight gamma of the complement entropy term; > 0 flattens the wrong-class distribution "
              "(the published code's -1 sharpens it) (default: %(default)s)")
-    add("--flgamma", type=_non_negative_number, default=DEFAULTS["flgamma"],
+    add("--flgamma", type=non_negative_float, default=DEFAULTS["flgamma"],
         help="FL: focusing parameter gamma; 0 is cross-entropy (default: %(default)s)")
     add("--flalpha", type=_focal_alpha, default=DEFAULTS["flalpha"],
         help="FL: alpha, a number in (0, 1] for every class, or 'cb' for the class-balanced weights of "
@@ -612,11 +587,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--cb-beta", type=_number_in(0.0, 1.0, False, True), default=DEFAULTS["cb_beta"],
         help="CB, --drw and --flalpha cb: beta of the effective number of samples, in [0, 1); 0 weighs all "
              "classes equally (default: %(default)s)")
-    add("--ldam-max-m", type=_non_negative_number, default=DEFAULTS["ldam_max_m"],
+    add("--ldam-max-m", type=non_negative_float, default=DEFAULTS["ldam_max_m"],
         help="LDAM: margin of the rarest class; the others get max_m * (n_rarest / n_c)^(1/4) (default: %(default)s)")
-    add("--ldam-s", type=_positive_number, default=DEFAULTS["ldam_s"],
+    add("--ldam-s", type=positive_float, default=DEFAULTS["ldam_s"],
         help="LDAM: scale s of the cosine classifier's logits (default: %(default)s)")
-    add("--la-tau", type=_non_negative_number, default=DEFAULTS["la_tau"],
+    add("--la-tau", type=non_negative_float, default=DEFAULTS["la_tau"],
         help="LA: temperature tau of the log-prior added to the logits; 1 is Balanced Softmax, 0 is "
              "cross-entropy (default: %(default)s)")
     add("--drw", type=positive_int, default=DEFAULTS["drw"], metavar="EPOCH",

@@ -186,14 +186,14 @@ def toolkit_engine(args, num_classes, mean, std, device, precision) -> engine.En
     return run
 
 
-def full_batch_orders(num_images: int, batch_size: int, steps: int, seed: int, first_epoch: int):
-    """Shuffled epochs cut to whole batches, as many epochs as `steps` batches need."""
-    per_epoch = num_images // batch_size
+def full_batch_orders(labels, batch_size: int, steps: int, seed: int, first_epoch: int):
+    """1_train.py's shuffled epochs (loader.epoch_order) cut to whole batches, as many epochs as
+    `steps` batches need."""
+    per_epoch = len(labels) // batch_size
     epoch = first_epoch
     while steps > 0:
         take = min(per_epoch, steps)
-        shuffle = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        yield epoch, torch.randperm(num_images, generator=shuffle)[:take * batch_size]
+        yield epoch, loader.epoch_order(labels, seed, epoch)[:take * batch_size]
         steps -= take
         epoch += 1
 
@@ -205,7 +205,7 @@ def toolkit_training(run, image_set, args):
 
     def train_steps(steps: int):
         nonlocal next_epoch
-        for epoch, order in full_batch_orders(len(image_set), args.batchsize, steps, args.seed, next_epoch):
+        for epoch, order in full_batch_orders(image_set.labels, args.batchsize, steps, args.seed, next_epoch):
             generator = loader.epoch_generator(args.seed, epoch, run.device)
             run.train_epoch(image_set, order, args.batchsize, generator, epoch, epoch + 1, args.workers,
                             progress=False)

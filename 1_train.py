@@ -211,7 +211,7 @@ def prepare(args, distributed, device, progress) -> tuple:
                                    args.workers, progress)
     mean, std = loader.training_stats(train_set, args.height, args.width)
 
-    model = model.to(device, memory_format=engine.memory_format(model))
+    model = engine.prepare_model(model, device)
     loss = loss.to(device)
     steps = 2 if getattr(loss, "complement_objective", False) else 1  # COT's second optimiser
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -66,7 +66,7 @@ def test(argv=None):
     precision = engine.pick_precision(args.precision, device)
     image_set = loader.load_images(split, state["height"], state["width"], device, args.cache_gb,
                                    args.workers, not args.no_progress)
-    model = model.to(device, memory_format=engine.memory_format(model))
+    model = engine.prepare_model(model, device)
     evaluator = engine.Engine(model, None, loader.Normalise(state["mean"], state["std"]).to(device),
                               device, precision)
     labels, logits = evaluator.predict(image_set, args.batchsize, args.workers, not args.no_progress, desc="test")

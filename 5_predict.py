@@ -66,7 +66,7 @@ def predict(argv=None):
     paths, skipped = find_images(args.images)
     device = engine.pick_device(args.device)
     precision = engine.pick_precision(args.precision, device)
-    model = model.to(device, memory_format=engine.memory_format(model)).eval()
+    model = engine.prepare_model(model, device).eval()
     predictor = engine.Engine(model, None, loader.Normalise(state["mean"], state["std"]).to(device), device, precision)
     print(f"{checkpoint}: {len(paths)} images, device {device}, precision {precision.name}"
           f"{', mirrored too (--tta)' if args.tta else ''}")

@@ -13,6 +13,7 @@ import torch
 
 import loader
 from cli import UserError, progress_bar
+from models.small_map_conv import use_small_map_convolutions
 
 PROGRESS_REFRESH_S = 0.5
 
@@ -86,6 +87,13 @@ def has_convolutions(model: torch.nn.Module) -> bool:
 
 def memory_format(model: torch.nn.Module):
     return torch.channels_last if has_convolutions(model) else torch.contiguous_format
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model on `device`, channels_last, its small-map convolutions run as matmuls on CPU in
+    bf16 (models/small_map_conv.py); parameters and state_dict unchanged."""
+    use_small_map_convolutions(model)
+    return model.to(device, memory_format=memory_format(model))
 
 
 # ---------------------------------------------------------------- the engine

@@ -5,7 +5,8 @@
 (a) torchvision ImageFolder + per-image transforms + DataLoader(shuffle=True), fp32, NCHW,
     loss.item() and an accuracy .item() every batch (the seed project's way);
 (b) the toolkit's defaults: loader.load_images (decoded once, cached), batch augmentation,
-    engine.Engine with --precision auto and channels_last.
+    engine.Engine with --precision auto, channels_last and small-map convolutions as matmuls
+    (engine.prepare_model; --library-convolutions leaves those out).
 Same model, weights, data, batch size and number of steps on both sides; warm-up steps are not
 timed. (b)'s FLOP/s is compared with this machine's matmul peak at (b)'s precision, measured in
 the same run.
@@ -56,6 +57,9 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="(b)'s precision (default: auto, as 1_train.py)")
+    p.add_argument("--library-convolutions", action="store_true",
+                   help="(b) with PyTorch's own convolution kernels everywhere, without the small-map "
+                        "matmul path of models/small_map_conv.py: measures what that path adds")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile (b)'s model; the compile time is reported apart")
     p.add_argument("--repeats", type=cli.positive_int, default=1,
@@ -174,7 +178,10 @@ def seed_evaluation(args, dataset, mean, std, num_classes, device):
 
 def toolkit_engine(args, num_classes, mean, std, device, precision) -> engine.Engine:
     model = fresh_model(args, num_classes)
-    model = model.to(device, memory_format=engine.memory_format(model))
+    if args.library_convolutions:
+        model = model.to(device, memory_format=engine.memory_format(model))
+    else:
+        model = engine.prepare_model(model, device)
     optimizer = torch.optim.SGD([{"params": model.parameters(), "initial_lr": LR}], lr=LR,
                                 momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
@@ -310,7 +317,8 @@ def benchmark(argv=None) -> int:
           f"{args.warmup_steps} warm-up steps, {eval_passes} evaluation passes, best of {args.repeats}")
     print(f"device {device}, {torch.get_num_threads()} threads, (a) {args.seed_workers} DataLoader workers, "
           f"(b) precision {precision.name}"
-          f"{', compiled' if args.compile else ''}; load average {load_average()}")
+          f"{', compiled' if args.compile else ''}"
+          f"{', library convolutions only' if args.library_convolutions else ''}; load average {load_average()}")
 
     run = toolkit_engine(args, num_classes, mean, std, device, precision)
     toolkit_train, warmup_s = toolkit_training(run, image_set, args)

@@ -89,10 +89,12 @@ def memory_format(model: torch.nn.Module):
     return torch.channels_last if has_convolutions(model) else torch.contiguous_format
 
 
-def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def prepare_model(model: torch.nn.Module, device: torch.device, small_map_matmuls: bool = True) -> torch.nn.Module:
     """The model on `device`, channels_last, its small-map convolutions run as matmuls on CPU in
-    bf16 (models/small_map_conv.py); parameters and state_dict unchanged."""
-    use_small_map_convolutions(model)
+    bf16 (models/small_map_conv.py; `small_map_matmuls=False` leaves them to PyTorch's kernels);
+    parameters and state_dict unchanged."""
+    if small_map_matmuls:
+        use_small_map_convolutions(model)
     return model.to(device, memory_format=memory_format(model))
 
 

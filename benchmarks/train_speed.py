@@ -177,11 +177,8 @@ def seed_evaluation(args, dataset, mean, std, num_classes, device):
 # ---------------------------------------------------------------- (b) the toolkit
 
 def toolkit_engine(args, num_classes, mean, std, device, precision) -> engine.Engine:
-    model = fresh_model(args, num_classes)
-    if args.library_convolutions:
-        model = model.to(device, memory_format=engine.memory_format(model))
-    else:
-        model = engine.prepare_model(model, device)
+    model = engine.prepare_model(fresh_model(args, num_classes), device,
+                                 small_map_matmuls=not args.library_convolutions)
     optimizer = torch.optim.SGD([{"params": model.parameters(), "initial_lr": LR}], lr=LR,
                                 momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None

@@ -225,7 +225,7 @@ def test_fp32_reproduces_the_image_folder_pipeline_loss(colour_dataset, mode):
     seed_images, seed_labels = next(iter(torch.utils.data.DataLoader(folder, batch_size=batch, shuffle=False)))
     seed_loss = torch.nn.functional.cross_entropy(seed_model(seed_images), seed_labels)
 
-    model = model.to(cpu, memory_format=engine.memory_format(model)).train(mode == "train")
+    model = engine.prepare_model(model, cpu).train(mode == "train")
     run = engine.Engine(model=model, criterion=torch.nn.CrossEntropyLoss(), normalise=loader.Normalise(mean, std),
                         device=cpu, precision=engine.pick_precision("fp32", cpu))
     with engine.autocast(cpu, run.precision):

@@ -6,9 +6,7 @@
 import sys
 from pathlib import Path
 
-import cli
-import demo_data
-import splitting
+from toolkit import cli, demo_data, splitting
 
 
 def parse_args(argv=None):

@@ -15,14 +15,9 @@ from pathlib import Path
 import torch
 import torchvision
 
-import cli
 import criterion
-import engine
 import get_model
-import loader
-import metrics
-import plots
-import runs
+from toolkit import cli, engine, loader, metrics, plots, runs
 
 MONITORS = ("acc", "bacc", "macro_f1")
 WARMUP_EPOCHS = 5
@@ -194,9 +189,8 @@ def prepare(args, distributed, device, progress) -> tuple:
     loss = criterion.build_criterion(args.objective, class_counts, args)
     model_name = get_model.model_name(args.model_index)
     model = get_model.build_model(args.model_index, len(class_names), args.height, args.width)
-    cosine_scale = getattr(loss, "cosine_classifier_scale", None)
-    if cosine_scale:
-        model = get_model.use_cosine_classifier(model, cosine_scale)
+    model = loss.adapt_model(model)
+    cosine_scale = get_model.cosine_scale(model)
     if args.pretrained and not args.resume:
         found = get_model.load_pretrained(model, args.pretrained)
         if distributed.is_main:
@@ -213,7 +207,7 @@ def prepare(args, distributed, device, progress) -> tuple:
 
     model = engine.prepare_model(model, device)
     loss = loss.to(device)
-    steps = 2 if getattr(loss, "complement_objective", False) else 1  # COT's second optimiser
+    steps = len(loss.step_losses())
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizers = tuple(torch.optim.SGD([{"params": trainable, "initial_lr": args.lr}], lr=args.lr,
                                        momentum=args.momentum, weight_decay=args.weight_decay)

@@ -9,13 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
-import cli
-import engine
 import get_model
-import loader
-import metrics
-import plots
-import runs
+from toolkit import cli, engine, loader, metrics, plots, runs
 
 
 def parse_args(argv=None):

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-import cli
-import plots
-import runs
+from toolkit import cli, plots, runs
 
 SHOWN = ["model", "dataset", "objective", "datetime", "epochs", "best_valid", "test_acc", "test_bacc",
          "test_macro_f1", "test_gmean", "test_few_shot"]

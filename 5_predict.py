@@ -15,12 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import cli
-import engine
-import export
-import loader
-import metrics
-import runs
+from toolkit import cli, engine, export, loader, metrics, runs
 
 EXIT_SKIPPED = 1
 CHECK_IMAGES = 256  # the export's parity check uses at most this many images, spread over the split

@@ -12,9 +12,9 @@ import torch
 import torchvision
 from torch import nn
 
-import cli
 import models
-from cli import UserError
+from toolkit import cli
+from toolkit.cli import UserError
 
 
 class ModelSpec(NamedTuple):
@@ -108,20 +108,10 @@ def build_model(index: int, num_classes: int, height: int = 32, width: int = 32)
     return spec.constructor(num_classes)
 
 
-def use_cosine_classifier(model: nn.Module, scale: float) -> nn.Module:
-    """Replace the model's last nn.Linear (its classifier) by a CosineLinear, in place."""
-    if not scale > 0:
-        raise UserError(f"the cosine classifier's scale must be positive, got {scale}")
-    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    if not linears:
-        raise UserError(f"{type(model).__name__} has no nn.Linear classifier to make a cosine "
-                        f"classifier of; pick a model with a linear classifier (e.g. a ResNet)")
-    parent_name, _, child_name = linears[-1].rpartition(".")
-    parent = model.get_submodule(parent_name)
-    linear = getattr(parent, child_name)
-    cosine = models.CosineLinear(linear.in_features, linear.out_features, scale)
-    setattr(parent, child_name, cosine.to(linear.weight.device, linear.weight.dtype))
-    return model
+def cosine_scale(model: nn.Module):
+    """The scale of the model's cosine classifier (LDAM's), or None for a plain one."""
+    heads = [m for m in model.modules() if isinstance(m, models.CosineLinear)]
+    return heads[-1].scale if heads else None
 
 
 # ---------------------------------------------------------------- pretrained weights

@@ -22,13 +22,8 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-import cli
-import engine
 import get_model
-import loader
+from toolkit import cli, engine, loader
 
 LR = 0.02
 MOMENTUM = 0.9
@@ -59,7 +54,7 @@ def parse_args(argv=None):
                    help="(b)'s precision (default: auto, as 1_train.py)")
     p.add_argument("--library-convolutions", action="store_true",
                    help="(b) with PyTorch's own convolution kernels everywhere, without the small-map "
-                        "matmul path of models/small_map_conv.py: measures what that path adds")
+                        "matmul path of toolkit/small_map_conv.py: measures what that path adds")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile (b)'s model; the compile time is reported apart")
     p.add_argument("--repeats", type=cli.positive_int, default=1,

@@ -3,6 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toolkit.cli import UserError
+
 
 class CosineLinear(nn.Module):
     """output = scale * cos(feature, weight row): logits bounded by +-scale, no bias.
@@ -27,3 +29,19 @@ class CosineLinear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"scale={self.scale}")
+
+
+def use_cosine_classifier(model: nn.Module, scale: float) -> nn.Module:
+    """Replace the model's last nn.Linear (its classifier) by a CosineLinear, in place."""
+    if not scale > 0:
+        raise UserError(f"the cosine classifier's scale must be positive, got {scale}")
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise UserError(f"{type(model).__name__} has no nn.Linear classifier to make a cosine "
+                        f"classifier of; pick a model with a linear classifier (e.g. a ResNet)")
+    parent_name, _, child_name = linears[-1].rpartition(".")
+    parent = model.get_submodule(parent_name)
+    linear = getattr(parent, child_name)
+    cosine = CosineLinear(linear.in_features, linear.out_features, scale)
+    setattr(parent, child_name, cosine.to(linear.weight.device, linear.weight.dtype))
+    return model

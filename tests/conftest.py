@@ -1,6 +1,5 @@
 """Shared fixtures: tiny generated image folders and in-process script runs."""
 import importlib
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,7 +9,6 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 # The tests train tiny models on tiny images: one thread is as fast, and it does not collapse when
 # the machine is shared (two OpenMP threads spin-waiting for a busy core can be 10x slower).

@@ -8,12 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TRAIN_ARGS
 from PIL import Image
 
-import cli
-import loader
-import runs
-from conftest import TRAIN_ARGS
+from toolkit import cli, loader, runs
 
 
 def no_runs(logs):

@@ -1,17 +1,18 @@
 """criterion.py: hand-checked values, ERM limits, finite gradients, state round trips, arguments."""
 import argparse
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import criterion  # noqa: E402
-from cli import ArgumentParser, UserError  # noqa: E402
+import criterion
+import get_model
+from losses.base import Objective
+from losses.complement import complement_entropy
+from losses.cross_entropy import class_balanced_weights
+from losses.self_paced import per_class_quantile
+from toolkit.cli import ArgumentParser, UserError
 
 LOGITS = [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 3.0]]
 TARGETS = [0, 2, 1]
@@ -102,12 +103,15 @@ def test_table_order_and_names():
     assert all(row.summary and callable(row.factory) for row in criterion.OBJECTIVES.values())
 
 
-def test_engine_attributes():
+def test_every_objective_offers_the_engine_the_same_hooks():
     for name in criterion.objective_names():
         module = build(name)
-        assert isinstance(module, torch.nn.Module)
-        assert module.cosine_classifier_scale == (30.0 if name == "LDAM" else None)
-        assert getattr(module, "complement_objective", False) == (name == "COT")
+        assert isinstance(module, Objective)
+        assert len(module.step_losses()) == (2 if name == "COT" else 1)
+        assert module.step_losses()[0] is module
+        model = get_model.build_model(41, 3)
+        adapted = module.adapt_model(model)
+        assert get_model.cosine_scale(adapted) == (30.0 if name == "LDAM" else None)
         assert callable(module.set_epoch) and callable(module.end_epoch)
 
 
@@ -137,7 +141,7 @@ def test_class_without_images_is_fine_where_counts_do_not_matter(name):
 
 def test_namespace_lacking_arguments_uses_defaults():
     module = criterion.build_criterion("LDAM", COUNTS, argparse.Namespace())
-    assert module.cosine_classifier_scale == 30.0
+    assert module.scale == 30.0
     assert module.margins.max().item() == pytest.approx(0.5)
 
 
@@ -157,7 +161,7 @@ def test_cce_value():
 def test_cce_complement_term_by_hand_first_sample():
     # row [2, 0, 0], target 0: the two wrong classes share 1 - p_0 equally, P = 1/2 each
     expected = 2 * (0.5 * math.log(0.5)) / (1 * 3)
-    assert criterion.complement_entropy(*tensors([LOGITS[0]], [0])).item() == pytest.approx(expected, rel=1e-6)
+    assert complement_entropy(*tensors([LOGITS[0]], [0])).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_cot_step_losses():
@@ -270,7 +274,7 @@ def test_per_class_quantile_matches_torch_quantile():
     values = torch.randn(200, generator=generator)
     classes = torch.randint(0, 4, (200,), generator=generator)
     for q in [0.0, 0.3, 0.5, 0.77, 1.0]:
-        ours = criterion.per_class_quantile(values, classes, 5, q)
+        ours = per_class_quantile(values, classes, 5, q)
         for c in range(4):
             assert ours[c].item() == pytest.approx(torch.quantile(values[classes == c], q).item(), rel=1e-6)
         assert ours[4].item() == math.inf
@@ -304,7 +308,7 @@ def test_cb_value_and_weights_sum_to_k():
     module = build("CB", cb_beta=0.9)
     assert value(module) == pytest.approx(expected, rel=1e-6)
     assert module.weights.sum().item() == pytest.approx(3, rel=1e-6)
-    assert criterion.class_balanced_weights(torch.tensor([5000.0, 50.0, 7.0]), 0.9999).sum().item() == \
+    assert class_balanced_weights(torch.tensor([5000.0, 50.0, 7.0]), 0.9999).sum().item() == \
         pytest.approx(3, rel=1e-6)
 
 
@@ -352,15 +356,15 @@ def test_complement_term_ignores_target_logit():
     logits, targets = tensors()
     moved = logits.clone()
     moved[torch.arange(3), targets] += torch.tensor([5.0, -3.0, 0.7])
-    assert criterion.complement_entropy(moved, targets).item() == pytest.approx(
-        criterion.complement_entropy(logits, targets).item(), rel=1e-6)
+    assert complement_entropy(moved, targets).item() == pytest.approx(
+        complement_entropy(logits, targets).item(), rel=1e-6)
 
 
 def test_complement_term_is_most_negative_for_flat_wrong_classes():
     targets = torch.zeros(64, dtype=torch.long)
-    flat = criterion.complement_entropy(torch.zeros(64, 5), targets).item()
+    flat = complement_entropy(torch.zeros(64, 5), targets).item()
     assert flat == pytest.approx(64 * math.log(1 / 4) / (64 * 5), rel=1e-6)
-    uneven = criterion.complement_entropy(torch.randn(64, 5) * 2, targets).item()
+    uneven = complement_entropy(torch.randn(64, 5) * 2, targets).item()
     assert uneven > flat
 
 
@@ -432,9 +436,7 @@ def single_class_batch():
 
 def assert_finite_gradient(module, logits, targets):
     logits = logits.clone().requires_grad_(True)
-    loss = module(logits, targets)
-    if getattr(module, "complement_objective", False):
-        loss = loss + module.complement_loss(logits, targets)
+    loss = sum(step_loss(logits, targets) for step_loss in module.step_losses())
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
 

@@ -6,12 +6,9 @@ import sys
 import pandas as pd
 import pytest
 import torch
-
-import engine
-import loader
-import metrics
-import runs
 from conftest import REPO, TRAIN_ARGS
+
+from toolkit import engine, loader, metrics, runs
 
 COUNTS = [60, 25, 10, 5]
 LABELS = torch.cat([torch.full((n,), c) for c, n in enumerate(COUNTS)])

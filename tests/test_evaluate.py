@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import get_model
-import runs
+from toolkit import runs
 
 
 def independent_predictions(run_dir, split_dir):

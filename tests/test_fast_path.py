@@ -10,10 +10,9 @@ from conftest import TINY_CLASSES, write_images
 from PIL import Image
 from torchvision import transforms
 
-import engine
 import get_model
-import loader
-from cli import UserError
+from toolkit import engine, loader
+from toolkit.cli import UserError
 
 HEIGHT, WIDTH = 12, 16
 

@@ -5,7 +5,6 @@ import random
 import shutil
 
 import pytest
-
 from conftest import make_source
 
 CORRUPTIONS = ("truncate", "random_bytes", "overwrite_middle", "empty", "wrong_extension", "swap_format")

@@ -8,7 +8,7 @@ import torch
 from scipy.special import softmax
 from sklearn import metrics as skm
 
-import metrics
+from toolkit import metrics
 
 # 4 classes, 12 test samples. Class 2 is in the labels but never predicted (recall 0);
 # class 3 is absent from the labels but predicted once (a false positive, row 11).

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 import get_model
-from cli import UserError
-from get_model import MODELS, build_model, model_name, use_cosine_classifier
-from models import CosineLinear
+from get_model import MODELS, build_model, model_name
+from models import CosineLinear, use_cosine_classifier
+from toolkit.cli import UserError
 
 CLASSES = 7
 SIZE = 32

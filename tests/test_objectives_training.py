@@ -2,9 +2,9 @@
 import pandas as pd
 import pytest
 import torch
+from conftest import TRAIN_ARGS
 
 import criterion
-from conftest import TRAIN_ARGS
 
 RECIPES = [[name] for name in criterion.objective_names()] + [["ERM", "--drw", "3"], ["LDAM", "--drw", "3"]]
 

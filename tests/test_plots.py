@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pandas as pd
 
-import plots
+from toolkit import plots
 
 SVG = "{http://www.w3.org/2000/svg}"
 CELL_VALUE = re.compile(r"^\d\.\d\d$")  # a cell of the confusion matrix, e.g. "0.67" (colour bar ticks are "0.2")

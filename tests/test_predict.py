@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
+from conftest import TRAIN_ARGS
 from onnx import numpy_helper
 from PIL import Image
 
-import export
 import get_model
-import runs
-from cli import UserError
-from conftest import TRAIN_ARGS
+import models
+from toolkit import export, runs
+from toolkit.cli import UserError
 
 
 def weight_names(state: dict) -> set:
@@ -98,7 +98,7 @@ def test_freeze_backbone_keeps_the_classifier_trainable():
     get_model.freeze_backbone(squeezenet)
     assert [n for n, p in squeezenet.named_parameters() if p.requires_grad] == ["classifier.1.weight",
                                                                                "classifier.1.bias"]
-    resnet = get_model.use_cosine_classifier(get_model.build_model(41, 4), 30.0)
+    resnet = models.use_cosine_classifier(get_model.build_model(41, 4), 30.0)
     get_model.freeze_backbone(resnet)
     assert [n for n, p in resnet.named_parameters() if p.requires_grad] == ["fc.weight"]
 

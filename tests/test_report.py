@@ -6,9 +6,9 @@ import xml.etree.ElementTree as ET
 import pandas as pd
 import pytest
 import torch
-
-import runs
 from conftest import TRAIN_ARGS
+
+from toolkit import runs
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_monitor_names_the_checkpoint_by_its_metric(two_runs):
 
 
 def test_curves_are_redrawn_every_epoch(tiny, run, monkeypatch):
-    import plots
+    from toolkit import plots
     drawn = []
     monkeypatch.setattr(plots, "training_curves", lambda train, valid, path, monitor: drawn.append(len(valid)))
     assert run("1_train", *TRAIN_ARGS, *tiny.data_args, "--epochs", "3")[0] == 0

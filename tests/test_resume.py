@@ -9,10 +9,9 @@ import time
 import pandas as pd
 import pytest
 import torch
-
-import loader
-import runs
 from conftest import REPO, TRAIN_ARGS
+
+from toolkit import loader, runs
 
 
 def only_run(logs, folder="ERM"):
@@ -156,15 +155,15 @@ def test_early_stop(tiny, run):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoints(tiny, run, monkeypatch):
-    import criterion
-    forward, calls = criterion.CrossEntropy.forward, []
+    from losses.cross_entropy import CrossEntropy
+    forward, calls = CrossEntropy.forward, []
 
     def nan_on_the_fifth_batch(self, logits, targets):
         calls.append(1)
         loss = forward(self, logits, targets)
         return loss * float("nan") if len(calls) == 5 else loss
 
-    monkeypatch.setattr(criterion.CrossEntropy, "forward", nan_on_the_fifth_batch)
+    monkeypatch.setattr(CrossEntropy, "forward", nan_on_the_fifth_batch)
     code, _, err = run("1_train", *train_args(tiny, tiny.logs, "--epochs", "3"))
     assert code == 2 and "non-finite at epoch 2, batch 2" in err
     run_dir = only_run(tiny.logs)
@@ -174,8 +173,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoints(tiny, run, mo
 
 
 def test_a_failure_in_the_first_epoch_leaves_no_run_directory(tiny, run, monkeypatch):
-    import criterion
-    monkeypatch.setattr(criterion.CrossEntropy, "forward", lambda self, z, y: torch.tensor(float("nan")) * z.sum())
+    from losses.cross_entropy import CrossEntropy
+    monkeypatch.setattr(CrossEntropy, "forward", lambda self, z, y: torch.tensor(float("nan")) * z.sum())
     code, _, err = run("1_train", *train_args(tiny, tiny.logs, "--epochs", "2"))
     assert code == 2 and "non-finite at epoch 1" in err
     assert not list(tiny.logs.rglob("args.json"))

@@ -4,9 +4,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import engine
 import get_model
-from models.small_map_conv import SmallMapConv2d, conv2d_as_matmul, use_small_map_convolutions
+from toolkit import engine
+from toolkit.small_map_conv import (
+    SmallMapConv2d,
+    conv2d_as_matmul,
+    use_small_map_convolutions,
+)
 
 # (input height, width, kernel, stride, padding, bias): square and not, strides that do not divide
 GEOMETRIES = [

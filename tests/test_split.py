@@ -3,11 +3,10 @@ import hashlib
 
 import pandas as pd
 import pytest
+from conftest import make_source, write_images
 from PIL import Image
 
-import demo_data
-import splitting
-from conftest import make_source, write_images
+from toolkit import demo_data, splitting
 
 
 def snapshot(folder):

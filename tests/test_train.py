@@ -4,9 +4,9 @@ import json
 import pandas as pd
 import pytest
 import torch
-
-import runs
 from conftest import TINY_COUNTS
+
+from toolkit import runs
 
 
 def test_run_directory_holds_every_file(trained_run):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cli import UserError
+from toolkit.cli import UserError
 
 NAME = "digits-lt"
 LARGEST = 170

@@ -13,9 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-import loader
-import runs
-from cli import UserError
+from toolkit import loader, runs
+from toolkit.cli import UserError
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cli import UserError
-from loader import SPLITS, class_folders, is_image
+from toolkit.cli import UserError
+from toolkit.loader import SPLITS, class_folders, is_image
 
 SPLIT_OUTPUTS = (*SPLITS, "split.csv", ".cache")
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from cli import UserError, progress_bar
+from toolkit.cli import UserError, progress_bar
 
 SPLITS = ("train", "valid", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")

@@ -6,7 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parent.parent
 DATA_ROOT = REPO / "a_datasets"
 SOURCE_ROOT = REPO / "c_original_dataset"
 LOGS_ROOT = REPO / "logs"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-import loader
-from cli import UserError, progress_bar
-from models.small_map_conv import use_small_map_convolutions
+from toolkit import loader
+from toolkit.cli import UserError, progress_bar
+from toolkit.small_map_conv import use_small_map_convolutions
 
 PROGRESS_REFRESH_S = 0.5
 
@@ -91,7 +91,7 @@ def memory_format(model: torch.nn.Module):
 
 def prepare_model(model: torch.nn.Module, device: torch.device, small_map_matmuls: bool = True) -> torch.nn.Module:
     """The model on `device`, channels_last, its small-map convolutions run as matmuls on CPU in
-    bf16 (models/small_map_conv.py; `small_map_matmuls=False` leaves them to PyTorch's kernels);
+    bf16 (toolkit/small_map_conv.py; `small_map_matmuls=False` leaves them to PyTorch's kernels);
     parameters and state_dict unchanged."""
     if small_map_matmuls:
         use_small_map_convolutions(model)
@@ -132,7 +132,7 @@ class Engine:
     normalise: torch.nn.Module
     device: torch.device
     precision: Precision
-    optimizers: tuple = ()  # (main,) or (main, complement) for COT
+    optimizers: tuple = ()  # one for each of the criterion's step_losses()
     lr_factor: object = None  # fractional epoch -> learning-rate multiplier
     scaler: object = None
     forward: object = None
@@ -140,7 +140,8 @@ class Engine:
 
     def __post_init__(self):
         self.memory_format = memory_format(self.model)
-        self.forward = self.forward or self.model
+        if self.forward is None:  # not `or`: a compiled Sequential has no truth value
+            self.forward = self.model
         self.distributed = self.distributed or Distributed()
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
@@ -164,6 +165,18 @@ class Engine:
             loss.backward()
             optimizer.step()
 
+    def steps(self, step_losses, x, labels) -> tuple:
+        """One optimiser step for each of the objective's step losses, each on its own forward
+        pass; returns the first pass's logits and loss (the ones logged)."""
+        logged = None
+        for optimizer, step_loss in zip(self.optimizers, step_losses, strict=True):
+            with autocast(self.device, self.precision):
+                logits = self.forward(x)
+            loss = step_loss(logits, labels)
+            self.step(optimizer, loss)
+            logged = logged or (logits, loss)
+        return logged
+
     def train_epoch(self, image_set, order, batch_size, generator, epoch, epochs, workers=2, progress=True,
                     done=None, stop_requested=lambda: False):
         """Train on `order` (this process's image indices) with batch augmentation.
@@ -172,9 +185,8 @@ class Engine:
         (None, the EpochProgress to resume from). `done` is such a progress to resume from."""
         train_mode(self.model)
         self.criterion.train()
-        if hasattr(self.criterion, "set_epoch"):
-            self.criterion.set_epoch(epoch, epochs)
-        complement = getattr(self.criterion, "complement_objective", False)
+        self.criterion.set_epoch(epoch, epochs)
+        step_losses = self.criterion.step_losses()
         top_k = min(5, len(image_set.split.class_names))
         done = done or EpochProgress(0, torch.zeros(4))
         sums = done.sums.to(self.device)  # loss * n, top-1 correct, top-k correct, n
@@ -193,14 +205,7 @@ class Engine:
                 return None, EpochProgress(batch, sums.cpu())
             lr = self.set_lr(epoch + (batch + 1) / batches)
             x = self.inputs(loader.random_crop_flip(images, generator))
-            with autocast(self.device, self.precision):
-                logits = self.forward(x)
-            loss = self.criterion(logits, labels)
-            self.step(self.optimizers[0], loss)
-            if complement:
-                with autocast(self.device, self.precision):
-                    second = self.forward(x)
-                self.step(self.optimizers[1], self.criterion.complement_loss(second, labels))
+            logits, loss = self.steps(step_losses, x, labels)
             with torch.no_grad():
                 loss = loss.detach().float()
                 bad = ~torch.isfinite(loss) & (first_bad_batch < 0)
@@ -213,8 +218,7 @@ class Engine:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}")
         bar.close()
         check_finite(self.distributed.max(first_bad_batch), epoch)
-        if hasattr(self.criterion, "end_epoch"):
-            self.criterion.end_epoch(self.distributed.gather if self.distributed.active else None)
+        self.criterion.end_epoch(self.distributed.gather if self.distributed.active else None)
         loss_sum, correct, correct_k, seen = self.distributed.sum(sums).tolist()
         row = {"epoch": epoch + 1, "loss": loss_sum / seen, "acc": 100 * correct / seen,
                "top5acc": 100 * correct_k / seen, "lr": lr}

@@ -14,7 +14,8 @@ import pandas as pd
 import torch
 
 import get_model
-from cli import UserError
+import models
+from toolkit.cli import UserError
 
 DATETIME_FORMAT = "%Y-%m-%d-%H-%M-%S"
 DATETIME_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}")
@@ -135,7 +136,7 @@ def load_trained(path: Path) -> tuple:
         raise UserError(f"checkpoint {path} lacks {', '.join(missing)}; it was not written by 1_train.py")
     model = get_model.build_model(state["model_index"], len(state["class_names"]), state["height"], state["width"])
     if state.get("cosine_scale"):
-        model = get_model.use_cosine_classifier(model, state["cosine_scale"])
+        model = models.use_cosine_classifier(model, state["cosine_scale"])
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
@@ -157,7 +158,9 @@ class RunLog:
                      for split in ("train", "valid")}
         self.writer = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # slow import: only when logging
+            from torch.utils.tensorboard import (
+                SummaryWriter,  # slow import: only when logging
+            )
             self.writer = SummaryWriter(str(self.run_dir), purge_step=epochs_done + 1)
 
     def log(self, split: str, row: dict):

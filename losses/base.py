@@ -1,0 +1,89 @@
+"""What every objective offers the engine, and the pieces several objectives share.
+
+Notation: logits z (N x K), targets y, p = softmax(z), CE_i = -log p_{i,y_i}, n_c the training count
+of class c, pi_c = n_c / sum n.
+
+The contract:
+- `forward(logits, targets) -> scalar`, for training batches only. Logits may be bf16/fp16 from
+  autocast; every loss computes in float32. No host sync (.item(), .tolist(), bool(tensor)) happens
+  in forward, and new tensors are made on the logits' device. The loss moves with `.to(device)`
+  like the model, so its buffers follow.
+- Hooks, always called, each doing nothing unless an objective needs it:
+  `adapt_model(model)` once before training (LDAM's cosine classifier), `step_losses()` the losses
+  minimised one after another on each batch, one optimiser each (COT's second step),
+  `set_epoch(epoch, epochs)` before each training epoch, `end_epoch(gather)` after its last batch.
+- `supports_mixed_targets`: whether the loss is a mean of per-sample terms, so that a mixed batch
+  (mixup, cutmix) can be scored as lambda L(y_a) + (1 - lambda) L(y_b) per sample.
+- State that matters for resume lives in buffers or extra state, so `state_dict` carries it.
+"""
+import torch
+from torch import nn
+
+
+class Objective(nn.Module):
+    """The base of every training objective; the hooks do nothing unless overridden."""
+
+    supports_mixed_targets = False
+
+    def adapt_model(self, model: nn.Module) -> nn.Module:
+        """The model this objective trains, built from the table's model (returned unchanged here)."""
+        return model
+
+    def step_losses(self) -> tuple:
+        """Losses (logits, targets) -> scalar minimised in turn on each batch, each by its own
+        optimiser and forward pass; the first is the one logged."""
+        return (self,)
+
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        """Called before each training epoch; epoch is 0-based, epochs the total planned."""
+
+    def end_epoch(self, gather=None) -> None:
+        """Called after the last training batch of each epoch; `gather` concatenates a tensor over
+        torchrun's processes (None in a single process)."""
+
+
+class PerSampleLoss(Objective):
+    """A loss that is a mean of per-sample losses, with optional deferred re-weighting (DRW).
+
+    DRW (Cao et al., "Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss",
+    NeurIPS 2019): from the 1-based epoch `drw_start` on, the loss is sum_i w_{y_i} l_i / sum_i
+    w_{y_i} with w the class-balanced weights, as F.cross_entropy(weight=w) does in the LDAM-DRW
+    reference code. Before it, the plain mean. The weights in use are a buffer, so resume keeps them.
+    """
+
+    supports_mixed_targets = True
+
+    def __init__(self, drw_weights: torch.Tensor | None = None, drw_start: int | None = None):
+        super().__init__()
+        self.drw_start = drw_start
+        if drw_start is not None:
+            self.register_buffer("drw_weights", drw_weights)
+            self.register_buffer("class_weight", torch.ones_like(drw_weights))
+
+    def per_sample(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        losses = self.per_sample(logits.float(), targets)
+        if self.drw_start is None:
+            return losses.mean()
+        weights = self.class_weight[targets]
+        return (weights * losses).sum() / weights.sum()
+
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        if self.drw_start is not None:
+            deferred_over = epoch + 1 >= self.drw_start
+            self.class_weight.copy_(self.drw_weights if deferred_over else torch.ones_like(self.drw_weights))
+
+
+def target_mask(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Boolean N x K mask of the target column; a comparison, so no host sync on any device."""
+    return torch.arange(logits.shape[1], device=logits.device) == targets.unsqueeze(1)
+
+
+def log_one_minus_p_target(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log(1 - p_y) = logsumexp_{j != y} z_j - logsumexp_j z_j: finite wherever K >= 2."""
+    is_target = target_mask(logits, targets)
+    others = torch.logsumexp(logits.masked_fill(is_target, float("-inf")), dim=1)
+    return others - torch.logsumexp(logits, dim=1)
+

@@ -6,7 +6,7 @@
 import sys
 from pathlib import Path
 
-from toolkit import cli, demo_data, splitting
+from toolkit import arguments, cli, demo_data, splitting
 
 
 def parse_args(argv=None):
@@ -21,7 +21,7 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true", help="replace an existing split of this dataset")
     p.add_argument("--source-root", type=Path, default=cli.SOURCE_ROOT,
                    help="folder holding the original datasets (default: c_original_dataset/)")
-    cli.add_root_arguments(p, logs=False)
+    arguments.add_roots(p, logs=False)
     args = p.parse_args(argv)
     if args.demo == bool(args.dataset):
         raise cli.UserError("give either --dataset=NAME (a folder in c_original_dataset/) or --demo")

@@ -6,11 +6,10 @@ writes test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.c
 reliability.svg into the run directory.
 """
 import sys
-import warnings
-from pathlib import Path
 
 import get_model
-from toolkit import cli, engine, loader, metrics, plots, runs
+from toolkit import arguments, cli, data, files, metrics, plots, runs
+from toolkit.predictor import Predictor
 
 
 def parse_args(argv=None):
@@ -20,17 +19,15 @@ def parse_args(argv=None):
     p.add_argument("--objective", default="ERM",
                    help="objective the run was trained with, as its logs folder is named, e.g. LDAM-DRW (default: ERM)")
     p.add_argument("--datetime", help="the run's YYYY-MM-DD-HH-MM-SS (default: the newest run)")
-    p.add_argument("--batchsize", type=cli.positive_int, default=128, help="batch size (default: 128)")
+    arguments.add_batchsize(p)
     p.add_argument("--shot-thresholds", type=cli.positive_int, nargs=2, default=[100, 20], metavar=("MANY", "FEW"),
                    help="many-shot classes have more than MANY training images, few-shot fewer than FEW "
                         "(default: 100 20)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                   help="as in 1_train.py (default: auto)")
-    p.add_argument("--workers", type=cli.non_negative_int, default=2, help="image decoding processes (default: 2)")
-    p.add_argument("--cache-gb", type=cli.positive_float, default=4.0, help="as in 1_train.py (default: 4)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    cli.add_root_arguments(p)
+    arguments.add_device(p)
+    arguments.add_workers(p)
+    arguments.add_cache(p)
+    arguments.add_progress(p)
+    arguments.add_roots(p)
     args = p.parse_args(argv)
     many, few = args.shot_thresholds
     if few > many:
@@ -38,44 +35,28 @@ def parse_args(argv=None):
     return args
 
 
-def evaluation_split(dataset: Path) -> str:
-    if (dataset / "test").is_dir():
-        return "test"
-    warnings.warn(f"{dataset} has no test split; evaluating the valid split instead", stacklevel=2)
-    return "valid"
-
-
 def test(argv=None):
     args = parse_args(argv)
     run_dir = runs.find_run(args.logs_root, get_model.model_name(args.model_index), args.dataset,
                             args.objective, args.datetime)
-    checkpoint = runs.best_checkpoint(run_dir)
-    if checkpoint is None:
-        raise cli.UserError(f"run {run_dir} has no checkpoint (it stopped before finishing an epoch); "
-                            f"train again or pick another run with --datetime")
-    model, state = runs.load_trained(checkpoint)
-    dataset = loader.dataset_dir(args.data_root, args.dataset)
-    split = loader.scan_split(dataset, evaluation_split(dataset), state["class_names"])
+    predictor = Predictor.of_run(run_dir, device=args.device, precision=args.precision)
+    record, checkpoint = predictor.record, predictor.path
+    dataset = data.dataset_dir(args.data_root, args.dataset)
+    split = data.scan_split(dataset, data.evaluation_split(dataset), record.class_names)
+    image_set = data.load_images(split, record.height, record.width, predictor.device, args.cache_gb,
+                                 args.workers, not args.no_progress)
+    labels, logits = predictor.predict(image_set, args.batchsize, args.workers, not args.no_progress, desc="test")
 
-    device = engine.pick_device(args.device)
-    precision = engine.pick_precision(args.precision, device)
-    image_set = loader.load_images(split, state["height"], state["width"], device, args.cache_gb,
-                                   args.workers, not args.no_progress)
-    model = engine.prepare_model(model, device)
-    evaluator = engine.Engine(model, None, loader.Normalise(state["mean"], state["std"]).to(device),
-                              device, precision)
-    labels, logits = evaluator.predict(image_set, args.batchsize, args.workers, not args.no_progress, desc="test")
-
-    names, counts = state["class_names"], state["class_counts"]
+    names, counts = record.class_names, record.class_counts
     scores = metrics.test_metrics(labels, logits, counts, tuple(args.shot_thresholds))
     per_class = metrics.per_class(labels, logits, names, counts)
     confusion = metrics.confusion_matrix(labels, logits.argmax(1), len(names))
     relative_paths = [str(p.relative_to(dataset)) for p in split.paths]
-    runs.write_csv(run_dir / "test_metrics.csv", [{"split": split.name, "checkpoint": checkpoint.name, **scores}])
-    runs.write_csv(run_dir / "per_class.csv", per_class.to_dict("records"))
-    runs.write_csv(run_dir / "predictions.csv", metrics.prediction_rows(relative_paths, logits, names, labels))
-    runs.write_csv(run_dir / "confusion_matrix.csv",
-                   [{"true \\ predicted": n, **dict(zip(names, row))} for n, row in zip(names, confusion.tolist())])
+    files.write_csv(run_dir / "test_metrics.csv", [{"split": split.name, "checkpoint": checkpoint.name, **scores}])
+    files.write_csv(run_dir / "per_class.csv", per_class.to_dict("records"))
+    files.write_csv(run_dir / "predictions.csv", metrics.prediction_rows(relative_paths, logits, names, labels))
+    files.write_csv(run_dir / "confusion_matrix.csv",
+                    [{"true \\ predicted": n, **dict(zip(names, row))} for n, row in zip(names, confusion.tolist())])
     plots.confusion_matrix(confusion, names, run_dir / "confusion_matrix.svg", metrics.head_to_tail_order(counts))
     plots.reliability_diagram(metrics.reliability_bins(labels, logits), scores["ece"], run_dir / "reliability.svg")
 

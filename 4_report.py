@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from toolkit import cli, plots, runs
+from toolkit import cli, files, plots, runs
 
 SHOWN = ["model", "dataset", "objective", "datetime", "epochs", "best_valid", "test_acc", "test_bacc",
          "test_macro_f1", "test_gmean", "test_few_shot"]
@@ -48,7 +48,7 @@ def report(argv=None):
     table = pd.DataFrame(summaries)
     several_models, several_datasets = table["model"].nunique() > 1, table["dataset"].nunique() > 1
     labels = [label(s, several_models, several_datasets) for s in summaries]
-    runs.write_csv(args.folder / "summary.csv", summaries)
+    files.write_csv(args.folder / "summary.csv", summaries)
 
     plots.valid_curves([(name, runs.read_log(run, "valid")) for name, run in zip(labels, found)],
                        args.folder / "valid_curves.svg")

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolkit import cli, engine, export, loader, metrics, runs
+from toolkit import arguments, cli, data, export, files, images, metrics, runs
+from toolkit.predictor import Predictor
 
 EXIT_SKIPPED = 1
 CHECK_IMAGES = 256  # the export's parity check uses at most this many images, spread over the split
@@ -30,18 +31,16 @@ def parse_args(argv=None):
                    help="a run directory, e.g. logs/ResNet32/digits-lt/ERM/2026-11-22-05-28-42")
     p.add_argument("--output", type=Path, default=Path("predictions.csv"),
                    help="predictions file to write (default: predictions.csv in the current directory)")
-    p.add_argument("--batchsize", type=cli.positive_int, default=128, help="batch size (default: 128)")
+    arguments.add_batchsize(p)
     p.add_argument("--tta", action="store_true",
                    help="average the probabilities of each image and its horizontal mirror")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32",
-                   help="fp32 (default: the same numbers on every machine), or as in 1_train.py")
-    p.add_argument("--workers", type=cli.positive_int, default=2, help="image decoding threads (default: 2)")
+    arguments.add_device(p, precision="fp32")
+    arguments.add_workers(p, at_least_one=True)
     p.add_argument("--export", choices=("onnx",),
                    help="write model.onnx and classes.json and check them with onnxruntime, instead of predicting")
     p.add_argument("--export-dir", type=Path, metavar="DIR",
                    help="folder for the exported files (default: the run directory)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    arguments.add_progress(p)
     args = p.parse_args(argv)
     if not args.export and not args.images:
         raise cli.UserError("name the images or folders to predict (e.g. 5_predict.py --run RUN_DIR photos/), "
@@ -53,44 +52,28 @@ def parse_args(argv=None):
 
 def predict(argv=None):
     args = parse_args(argv)
-    checkpoint = run_checkpoint(args.run)
-    model, state = runs.load_trained(checkpoint)
     if args.export:
-        return export_run(args, model, state)
+        return export_run(args, Predictor.of_run(args.run, device="cpu", precision="fp32"))
 
+    predictor = Predictor.of_run(args.run, device=args.device, precision=args.precision)
     paths, skipped = find_images(args.images)
-    device = engine.pick_device(args.device)
-    precision = engine.pick_precision(args.precision, device)
-    model = engine.prepare_model(model, device).eval()
-    predictor = engine.Engine(model, None, loader.Normalise(state["mean"], state["std"]).to(device), device, precision)
-    print(f"{checkpoint}: {len(paths)} images, device {device}, precision {precision.name}"
+    record = predictor.record
+    print(f"{predictor.path}: {len(paths)} images, device {predictor.device}, precision {predictor.precision.name}"
           f"{', mirrored too (--tta)' if args.tta else ''}")
 
     predicted, logits = [], []
-    batches = decoded_batches(paths, state["height"], state["width"], args.batchsize, args.workers, skipped)
-    for batch_paths, images in cli.progress_bar(batches, not args.no_progress, total=-(-len(paths) // args.batchsize),
+    batches = decoded_batches(paths, record.height, record.width, args.batchsize, args.workers, skipped)
+    for batch_paths, pixels in cli.progress_bar(batches, not args.no_progress, total=-(-len(paths) // args.batchsize),
                                                 desc="predict", unit="batch"):
-        logits.append(batch_logits(predictor, images.to(device), args.tta))
+        logits.append(predictor.logits(pixels, mirrored=args.tta))
         predicted += batch_paths
     report_skipped(skipped)
     if not predicted:
         raise cli.UserError(f"none of the {len(paths)} images could be read; nothing to predict")
-    rows = metrics.prediction_rows(predicted, torch.cat(logits), state["class_names"])
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    runs.write_csv(args.output, rows)
+    rows = metrics.prediction_rows(predicted, torch.cat(logits), record.class_names)
+    files.write_csv(args.output, rows)
     print(f"wrote {args.output}: {len(rows)} predictions" + (f", {len(skipped)} files skipped" if skipped else ""))
     return EXIT_SKIPPED if skipped else 0
-
-
-def run_checkpoint(run_dir: Path) -> Path:
-    if not (run_dir / "args.json").is_file():
-        raise cli.UserError(f"--run {run_dir} is not a run directory (no args.json there); pass a folder such as "
-                            f"logs/ResNet32/digits-lt/ERM/2026-11-22-05-28-42")
-    checkpoint = runs.best_checkpoint(run_dir)
-    if checkpoint is None:
-        raise cli.UserError(f"run {run_dir} has no checkpoint (it stopped before finishing an epoch); "
-                            f"train again or pick another run")
-    return checkpoint
 
 
 # ---------------------------------------------------------------- images
@@ -101,19 +84,18 @@ def find_images(names: list) -> tuple:
     paths, skipped = [], []
     for name in names:
         if name.is_dir():
-            paths += sorted(p for p in name.rglob("*") if p.is_file() and loader.is_image(p)
-                            and not any(part.startswith(".") for part in p.relative_to(name).parts))
-        elif name.is_file() and loader.is_image(name):
+            paths += images.images_in(name)[0]
+        elif name.is_file() and images.is_image(name):
             paths.append(name)
         elif name.is_file():
-            skipped.append((name, f"not an image (images end in {', '.join(loader.IMAGE_EXTENSIONS)})"))
+            skipped.append((name, f"not an image (images end in {', '.join(images.IMAGE_EXTENSIONS)})"))
         else:
             skipped.append((name, "no such file or folder"))
     paths = list(dict.fromkeys(paths))  # a file named and also inside a named folder counts once
     if not paths:
         report_skipped(skipped)
         raise cli.UserError(f"no images in {', '.join(map(str, names))}; images end in "
-                            f"{', '.join(loader.IMAGE_EXTENSIONS)}")
+                            f"{', '.join(images.IMAGE_EXTENSIONS)}")
     return paths, skipped
 
 
@@ -122,7 +104,7 @@ def decoded_batches(paths, height, width, batch_size, workers, skipped):
     (path, reason) to `skipped` for the unreadable ones."""
     def decode(path):
         try:
-            return torch.from_numpy(loader.decode_image(path, height, width)).permute(2, 0, 1)
+            return torch.from_numpy(images.decode_image(path, height, width)).permute(2, 0, 1)
         except cli.UserError as e:
             return str(e)
 
@@ -136,19 +118,6 @@ def decoded_batches(paths, height, width, batch_size, workers, skipped):
                 yield [path for path, _ in good], torch.stack([image for _, image in good])
 
 
-@torch.inference_mode()
-def batch_logits(predictor: engine.Engine, images: torch.Tensor, tta: bool) -> torch.Tensor:
-    """float32 logits on the CPU; with --tta, the log of the mean probability of the image and its
-    mirror (prediction_rows applies a softmax, which turns those back into the mean)."""
-    with engine.autocast(predictor.device, predictor.precision):
-        logits = predictor.forward(predictor.inputs(images)).float()
-        if not tta:
-            return logits.cpu()
-        mirrored = predictor.forward(predictor.inputs(images.flip(3))).float()
-    probabilities = (logits.softmax(dim=1) + mirrored.softmax(dim=1)) / 2
-    return probabilities.log().cpu()
-
-
 def report_skipped(skipped: list):
     if skipped:
         print(f"skipped {len(skipped)} file(s):", file=sys.stderr)
@@ -158,26 +127,27 @@ def report_skipped(skipped: list):
 
 # ---------------------------------------------------------------- export
 
-def export_run(args, model, state) -> int:
+def export_run(args, predictor: Predictor) -> int:
     folder = args.export_dir or args.run
-    folder.mkdir(parents=True, exist_ok=True)
-    images, source = check_images(args, state)
-    difference = export.export_onnx(model, state, folder, images, args.batchsize)
-    print(f"wrote {folder / 'model.onnx'} (input {export.INPUT_NAME}: float32 RGB 0-255, N x 3 x {state['height']} "
-          f"x {state['width']}; output {export.OUTPUT_NAME}: N x {len(state['class_names'])}) and {folder / 'classes.json'}")
+    record = predictor.record
+    check, source = check_images(args, record)
+    difference = export.export_onnx(predictor.model, predictor.checkpoint, folder, check, args.batchsize)
+    print(f"wrote {folder / 'model.onnx'} (input {export.INPUT_NAME}: float32 RGB 0-255, N x 3 x {record.height} "
+          f"x {record.width}; output {export.OUTPUT_NAME}: N x {len(record.class_names)}) and {folder / 'classes.json'}")
     print(f"onnxruntime vs PyTorch on {source}: max abs difference of the probabilities "
           f"{difference:.3g} (required below {export.TOLERANCE:g}): ok")
     return 0
 
 
-def check_images(args, state) -> tuple:
+def check_images(args, record) -> tuple:
     """uint8 images to check the export on: the IMAGES given, else the run's test (or valid) split."""
     if args.images:
         paths, source = find_images(args.images)[0], "the images given"
     else:
         paths, source = split_images(args.run)
     paths = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, CHECK_IMAGES).round().astype(int))]
-    decoded = [image for _, image in decoded_batches(paths, state["height"], state["width"], len(paths), args.workers, [])]
+    decoded = [pixels for _, pixels in decoded_batches(paths, record.height, record.width, len(paths),
+                                                       args.workers, [])]
     if not decoded:
         raise cli.UserError(f"none of {source} could be read to check the export on; "
                             f"name readable images: 5_predict.py --run {args.run} --export onnx IMAGES")
@@ -186,12 +156,12 @@ def check_images(args, state) -> tuple:
 
 def split_images(run_dir: Path) -> tuple:
     recorded = runs.read_args(run_dir)
-    dataset = Path(recorded.get("data_root", cli.DATA_ROOT)) / recorded.get("dataset", "")
-    for split in ("test", "valid"):
-        if recorded.get("dataset") and (dataset / split).is_dir():
-            return loader.scan_split(dataset, split).paths, f"{dataset.name}'s {split} split"
-    raise cli.UserError(f"the run's dataset is not at {dataset} to check the export on; name some images: "
-                        f"5_predict.py --run {run_dir} --export onnx IMAGES")
+    dataset = Path(recorded.get("data_root", cli.DATA_ROOT)) / (recorded.get("dataset") or "")
+    if not recorded.get("dataset") or not (dataset / "valid").is_dir():
+        raise cli.UserError(f"the run's dataset is not at {dataset} to check the export on; name some images: "
+                            f"5_predict.py --run {run_dir} --export onnx IMAGES")
+    split = data.evaluation_split(dataset, warn=False)
+    return data.scan_split(dataset, split).paths, f"{dataset.name}'s {split} split"
 
 
 def main(argv=None) -> int:

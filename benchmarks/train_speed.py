@@ -1,16 +1,18 @@
 """Training and evaluation speed: the seed project's pipeline (a) against the toolkit's (b).
 
-    python benchmarks/train_speed.py --model_index 35
+    python -m benchmarks.train_speed --model_index 35
 
 (a) torchvision ImageFolder + per-image transforms + DataLoader(shuffle=True), fp32, NCHW,
     loss.item() and an accuracy .item() every batch (the seed project's way);
-(b) the toolkit's defaults: loader.load_images (decoded once, cached), batch augmentation,
+(b) the toolkit's defaults: data.load_images (decoded once, cached), batch augmentation,
     engine.Engine with --precision auto, channels_last and small-map convolutions as matmuls
     (engine.prepare_model; --library-convolutions leaves those out).
 Same model, weights, data, batch size and number of steps on both sides; warm-up steps are not
 timed. (b)'s FLOP/s is compared with this machine's matmul peak at (b)'s precision, measured in
 the same run.
 """
+import dataclasses
+import importlib
 import itertools
 import os
 import sys
@@ -23,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 import get_model
-from toolkit import cli, engine, loader
+from toolkit import arguments, augment, cli, data, engine, sampling, training
 
 LR = 0.02
 MOMENTUM = 0.9
@@ -34,7 +36,7 @@ SEED_WORKERS = (os.cpu_count() or 1) // 4  # the seed project's 1_train.py: cpu_
 
 
 def parse_args(argv=None):
-    p = cli.ArgumentParser(prog="benchmarks/train_speed.py", description=(
+    p = cli.ArgumentParser(prog="python -m benchmarks.train_speed", description=(
         "Training and evaluation images/s of the seed project's pipeline (a) and the toolkit's (b)."))
     p.add_argument("--model_index", type=int, default=35, help="network (default: 35, SmallResNet18)")
     p.add_argument("--dataset", default="digits-lt", help="dataset folder in a_datasets/ (default: digits-lt)")
@@ -64,7 +66,7 @@ def parse_args(argv=None):
                    help="CPU threads of both sides (default: PyTorch's, one per core); on a machine "
                         "shared with other jobs, 1 avoids threads waiting for each other")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    cli.add_root_arguments(p, logs=False)
+    arguments.add_roots(p, logs=False)
     return p.parse_args(argv)
 
 
@@ -74,7 +76,7 @@ def find_dataset(data_root: Path, name: str) -> Path:
     if name == "digits-lt" and not (Path(data_root) / name / "train").is_dir():
         raise cli.UserError(f"the demo dataset digits-lt is not in {data_root}; "
                             f"make it with: python 0_data_split.py --demo")
-    return loader.dataset_dir(data_root, name)
+    return data.dataset_dir(data_root, name)
 
 
 def synchronize(device: torch.device):
@@ -111,9 +113,9 @@ def sgd(model):
 # ---------------------------------------------------------------- (a) the seed project's pipeline
 
 def image_folder(args, dataset: Path, mean, std, train: bool):
-    augment = [transforms.RandomCrop((args.height, args.width), padding=loader.CROP_PADDING),
-               transforms.RandomHorizontalFlip()] if train else []
-    pipeline = transforms.Compose([transforms.Resize((args.height, args.width)), *augment,
+    augmentation = [transforms.RandomCrop((args.height, args.width), padding=augment.CROP_PADDING),
+                    transforms.RandomHorizontalFlip()] if train else []
+    pipeline = transforms.Compose([transforms.Resize((args.height, args.width)), *augmentation,
                                    transforms.ToTensor(), transforms.Normalize(mean, std)])
     return torchvision.datasets.ImageFolder(str(dataset / "train"), transform=pipeline)
 
@@ -171,53 +173,54 @@ def seed_evaluation(args, dataset, mean, std, num_classes, device):
 
 # ---------------------------------------------------------------- (b) the toolkit
 
-def toolkit_engine(args, num_classes, mean, std, device, precision) -> engine.Engine:
-    model = engine.prepare_model(fresh_model(args, num_classes), device,
-                                 small_map_matmuls=not args.library_convolutions)
-    optimizer = torch.optim.SGD([{"params": model.parameters(), "initial_lr": LR}], lr=LR,
-                                momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
-    run = engine.Engine(model=model, criterion=torch.nn.CrossEntropyLoss(),
-                        normalise=loader.Normalise(mean, std).to(device), device=device, precision=precision,
-                        optimizers=(optimizer,), lr_factor=lambda progress: 1.0, scaler=scaler)
-    if args.compile:  # set afterwards: Engine(forward=compiled) takes bool(compiled), which raises
-        run.forward = torch.compile(model)
-    return run
+def toolkit_setup(args, device) -> training.Setup:
+    """(b) built exactly as 1_train.py builds it, from 1_train.py's own arguments."""
+    train_args = importlib.import_module("1_train").parse_args([
+        "--dataset", args.dataset, "--data-root", str(args.data_root), "--model_index", str(args.model_index),
+        "--height", str(args.height), "--width", str(args.width), "--batchsize", str(args.batchsize),
+        "--lr", str(LR), "--lrstep", "1000000", "--momentum", str(MOMENTUM), "--weight-decay", str(WEIGHT_DECAY),
+        "--workers", str(args.workers), "--device", str(device), "--precision", args.precision,
+        "--seed", str(args.seed), "--no-progress", *(["--compile"] if args.compile else [])])
+    torch.manual_seed(args.seed)  # the same initial weights as (a)'s fresh_model
+    return training.build_setup(train_args, device=device, progress=False,
+                                small_map_matmuls=not args.library_convolutions)
 
 
 def full_batch_orders(labels, batch_size: int, steps: int, seed: int, first_epoch: int):
-    """1_train.py's shuffled epochs (loader.epoch_order) cut to whole batches, as many epochs as
+    """1_train.py's shuffled epochs (sampling.epoch_order) cut to whole batches, as many epochs as
     `steps` batches need."""
     per_epoch = len(labels) // batch_size
     epoch = first_epoch
     while steps > 0:
         take = min(per_epoch, steps)
-        yield epoch, loader.epoch_order(labels, seed, epoch)[:take * batch_size]
+        yield epoch, sampling.epoch_order(labels, seed, epoch)[:take * batch_size]
         steps -= take
         epoch += 1
 
 
-def toolkit_training(run, image_set, args):
+def toolkit_training(setup, args):
     """(b) after its warm-up steps: a function that trains n more steps with Engine.train_epoch,
     epoch after epoch; and the warm-up's seconds (torch.compile's compilation included)."""
     next_epoch = 0
+    run = setup.engine
 
     def train_steps(steps: int):
         nonlocal next_epoch
-        for epoch, order in full_batch_orders(image_set.labels, args.batchsize, steps, args.seed, next_epoch):
-            generator = loader.epoch_generator(args.seed, epoch, run.device)
-            run.train_epoch(image_set, order, args.batchsize, generator, epoch, epoch + 1, args.workers,
-                            progress=False)
+        for epoch, order in full_batch_orders(setup.train.labels, args.batchsize, steps, args.seed, next_epoch):
+            generator = sampling.epoch_generator(args.seed, epoch, run.device)
+            run.train_epoch(setup.train, order, args.batchsize, generator, epoch, epoch + 1, progress=False)
             next_epoch = epoch + 1
     with Timer(run.device) as warmup:
         train_steps(args.warmup_steps)
     return train_steps, warmup.seconds
 
 
-def toolkit_evaluation(run, image_set, args):
+def toolkit_evaluation(setup, args):
+    unaugmented = dataclasses.replace(setup.train, augment=None)
+
     def evaluate(passes: int):
         for _ in range(passes):
-            run.predict(image_set, args.batchsize, args.workers, progress=False)
+            setup.engine.predict(unaugmented, args.batchsize, progress=False)
     evaluate(1)
     return evaluate
 
@@ -236,17 +239,16 @@ def fastest_rates(runs: dict, amount: int, images: int, repeats: int, device) ->
 
 # ---------------------------------------------------------------- FLOPs and peak
 
-def flops_per_step(run, image_set, batch_size) -> int:
+def flops_per_step(setup, batch_size) -> int:
     """Forward and backward FLOPs of one training batch, as (b) runs it (weights not updated)."""
-    images = image_set.images[:batch_size] if image_set.images is not None else \
-        torch.stack([image_set.streamed[i][0] for i in range(batch_size)]).to(run.device)
-    x = run.inputs(images)
+    run = setup.engine
+    x, labels = next(dataclasses.replace(setup.train, augment=None)(torch.arange(batch_size), batch_size))
     run.model.train()
     counter = FlopCounterMode(display=False)
     with counter:
         with engine.autocast(run.device, run.precision):
             logits = run.model(x)
-        torch.nn.functional.cross_entropy(logits.float(), image_set.labels[:batch_size]).backward()
+        torch.nn.functional.cross_entropy(logits.float(), labels).backward()
     run.model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
@@ -296,12 +298,12 @@ def benchmark(argv=None) -> int:
     device = engine.pick_device(args.device)
     precision = engine.pick_precision(args.precision, device)
     dataset = find_dataset(args.data_root, args.dataset)
-    split = loader.scan_split(dataset, "train")
+    split = data.scan_split(dataset, "train")
     if len(split.paths) < args.batchsize:
         raise cli.UserError(f"{dataset.name} has {len(split.paths)} training images, fewer than "
                             f"--batchsize {args.batchsize}; pass a smaller --batchsize")
-    image_set = loader.load_images(split, args.height, args.width, device, workers=args.workers, progress=False)
-    mean, std = loader.training_stats(image_set, args.height, args.width)
+    setup = toolkit_setup(args, device)
+    mean, std = setup.record.mean, setup.record.std
     num_classes = len(split.class_names)
     eval_passes = max(1, round(args.steps * args.batchsize / len(split.paths)))
     print(f"{get_model.model_name(args.model_index)} on {dataset.name} ({len(split.paths)} training images, "
@@ -312,14 +314,13 @@ def benchmark(argv=None) -> int:
           f"{', compiled' if args.compile else ''}"
           f"{', library convolutions only' if args.library_convolutions else ''}; load average {load_average()}")
 
-    run = toolkit_engine(args, num_classes, mean, std, device, precision)
-    toolkit_train, warmup_s = toolkit_training(run, image_set, args)
+    toolkit_train, warmup_s = toolkit_training(setup, args)
     train = fastest_rates({"a": seed_training(args, dataset, mean, std, num_classes, device), "b": toolkit_train},
                           args.steps, args.steps * args.batchsize, args.repeats, device)
     evaluation = fastest_rates({"a": seed_evaluation(args, dataset, mean, std, num_classes, device),
-                                "b": toolkit_evaluation(run, image_set, args)},
+                                "b": toolkit_evaluation(setup, args)},
                                eval_passes, eval_passes * len(split.paths), args.repeats, device)
-    flops_per_image = flops_per_step(run, image_set, args.batchsize) / args.batchsize
+    flops_per_image = flops_per_step(setup, args.batchsize) / args.batchsize
     peak = matmul_peak(device, precision)
 
     print(f"load average at the end: {load_average()}")

@@ -11,7 +11,9 @@ The contract:
 - Hooks, always called, each doing nothing unless an objective needs it:
   `adapt_model(model)` once before training (LDAM's cosine classifier), `step_losses()` the losses
   minimised one after another on each batch, one optimiser each (COT's second step),
-  `set_epoch(epoch, epochs)` before each training epoch, `end_epoch(gather)` after its last batch.
+  `epoch_draws(...)` which training images an epoch draws (SPBL's selection), `set_epoch(epoch,
+  epochs)` before each training epoch, `end_epoch(gather)` after its last batch, and
+  `epoch_log()` the objective's own columns of train.csv.
 - `supports_mixed_targets`: whether the loss is a mean of per-sample terms, so that a mixed batch
   (mixup, cutmix) can be scored as lambda L(y_a) + (1 - lambda) L(y_b) per sample.
 - State that matters for resume lives in buffers or extra state, so `state_dict` carries it.
@@ -34,12 +36,24 @@ class Objective(nn.Module):
         optimiser and forward pass; the first is the one logged."""
         return (self,)
 
+    def epoch_draws(self, epoch: int, epochs: int, labels: torch.Tensor, training_logits):
+        """How many times each training image (indexed as `labels`, on the CPU) is drawn in this
+        epoch, or None to leave it to --sampler. Called at the start of every epoch, before set_epoch,
+        also when a run resumes part-way through it, so the same state must give the same draws.
+        `training_logits()` evaluates the model on every training image (float32 (N, K) on the CPU,
+        the same in every torchrun process); it costs a pass over the data, so call it sparingly."""
+        return None
+
     def set_epoch(self, epoch: int, epochs: int) -> None:
         """Called before each training epoch; epoch is 0-based, epochs the total planned."""
 
     def end_epoch(self, gather=None) -> None:
         """Called after the last training batch of each epoch; `gather` concatenates a tensor over
         torchrun's processes (None in a single process)."""
+
+    def epoch_log(self) -> dict:
+        """Columns this objective adds to the epoch's train.csv row (after the standard five)."""
+        return {}
 
 
 class PerSampleLoss(Objective):

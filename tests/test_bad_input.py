@@ -11,7 +11,8 @@ import torch
 from conftest import TRAIN_ARGS
 from PIL import Image
 
-from toolkit import cli, loader, runs
+from toolkit import cli, data
+from toolkit.record import load_checkpoint
 
 
 def no_runs(logs):
@@ -129,8 +130,8 @@ def test_every_image_mode_and_size_is_converted(tiny, run):
     Image.new("RGB", (3000, 2000), (200, 10, 10)).save(folder / "large.jpg")
     code, out, err = run("1_train", *train_args(tiny))
     assert code == 0, err
-    split = loader.scan_split(tiny.data / "tiny", "train")
-    images = loader.cached_images(split, 16, 16, progress=False)
+    split = data.scan_split(tiny.data / "tiny", "train")
+    images = data.cached_images(split, 16, 16, progress=False)
     sixteen = images[split.paths.index(folder / "sixteen.png")]
     gray = images[split.paths.index(folder / "gray.png")]
     assert torch.equal(sixteen, gray)  # 16-bit scaled to 8 bits, not clipped to white
@@ -170,6 +171,6 @@ def test_a_full_disk_while_writing_logs(tiny, run, monkeypatch):
     monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk_on_the_third_write)
     assert_user_error(run("1_train", *train_args(tiny)), "No space left on device", "train.csv")
     run_dir = next((tiny.logs / "ResNet20" / "tiny" / "ERM").iterdir())
-    assert runs.load_checkpoint(run_dir / "last.pth")["epoch"] == 1
+    assert load_checkpoint(run_dir / "last.pth").epoch == 1
     assert len(pd.read_csv(run_dir / "train.csv")) == 1
     assert not [p for p in run_dir.iterdir() if ".tmp" in p.name]

@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import REPO, TRAIN_ARGS
 
-from toolkit import engine, loader, metrics, runs
+from toolkit import data, engine, metrics, runs, sampling
+from toolkit.predictor import Predictor
 
 COUNTS = [60, 25, 10, 5]
 LABELS = torch.cat([torch.full((n,), c) for c, n in enumerate(COUNTS)])
@@ -19,20 +20,20 @@ TOLERANCE = 0.015  # absolute, on class frequencies from 30,000 draws (standard 
 def expected_frequencies(sampler, epochs=EPOCHS):
     """The formula, averaged over the epochs (progressive changes every epoch)."""
     counts = torch.tensor(COUNTS)
-    return torch.stack([loader.class_probabilities(counts, sampler, e, epochs) for e in range(epochs)]).mean(0)
+    return torch.stack([sampling.class_probabilities(counts, sampler, e, epochs) for e in range(epochs)]).mean(0)
 
 
 def observed_frequencies(sampler, world=1, drs=None):
     drawn = torch.zeros(len(COUNTS))
     for epoch in range(EPOCHS):
-        shares = [loader.epoch_order(LABELS, 7, epoch, sampler, EPOCHS, drs, rank, world) for rank in range(world)]
+        shares = [sampling.epoch_order(LABELS, 7, epoch, sampler, EPOCHS, drs, rank, world) for rank in range(world)]
         for share in shares:
             drawn += torch.bincount(LABELS[share], minlength=len(COUNTS))
     return drawn / drawn.sum()
 
 
 @pytest.mark.parametrize("world", [1, 2])
-@pytest.mark.parametrize("sampler", loader.SAMPLERS)
+@pytest.mark.parametrize("sampler", sampling.SAMPLERS)
 def test_class_frequencies_match_the_formula(sampler, world):
     observed = observed_frequencies(sampler, world).double()
     assert torch.allclose(observed, expected_frequencies(sampler), atol=TOLERANCE), observed
@@ -40,35 +41,35 @@ def test_class_frequencies_match_the_formula(sampler, world):
 
 def test_the_formulas():
     counts = torch.tensor(COUNTS)
-    assert loader.class_probabilities(counts, "instance").tolist() == pytest.approx([0.6, 0.25, 0.1, 0.05])
-    assert loader.class_probabilities(counts, "class").tolist() == pytest.approx([0.25] * 4)
+    assert sampling.class_probabilities(counts, "instance").tolist() == pytest.approx([0.6, 0.25, 0.1, 0.05])
+    assert sampling.class_probabilities(counts, "class").tolist() == pytest.approx([0.25] * 4)
     roots = [60 ** 0.5, 5, 10 ** 0.5, 5 ** 0.5]
-    assert loader.class_probabilities(counts, "sqrt").tolist() == pytest.approx([r / sum(roots) for r in roots])
-    assert loader.class_probabilities(counts, "progressive", 0, 11).tolist() == pytest.approx([0.6, 0.25, 0.1, 0.05])
-    assert loader.class_probabilities(counts, "progressive", 5, 11).tolist() == pytest.approx(
+    assert sampling.class_probabilities(counts, "sqrt").tolist() == pytest.approx([r / sum(roots) for r in roots])
+    assert sampling.class_probabilities(counts, "progressive", 0, 11).tolist() == pytest.approx([0.6, 0.25, 0.1, 0.05])
+    assert sampling.class_probabilities(counts, "progressive", 5, 11).tolist() == pytest.approx(
         [(0.6 + 0.25) / 2, 0.25, (0.1 + 0.25) / 2, (0.05 + 0.25) / 2])
-    assert loader.class_probabilities(counts, "progressive", 10, 11).tolist() == pytest.approx([0.25] * 4)
+    assert sampling.class_probabilities(counts, "progressive", 10, 11).tolist() == pytest.approx([0.25] * 4)
 
 
 def test_instance_sampling_draws_every_image_once():
-    order = loader.epoch_order(LABELS, 7, 3)
+    order = sampling.epoch_order(LABELS, 7, 3)
     assert sorted(order.tolist()) == list(range(len(LABELS)))
-    assert not torch.equal(order, loader.epoch_order(LABELS, 7, 4))  # seeded by epoch
-    assert torch.equal(order, loader.epoch_order(LABELS, 7, 3))
+    assert not torch.equal(order, sampling.epoch_order(LABELS, 7, 4))  # seeded by epoch
+    assert torch.equal(order, sampling.epoch_order(LABELS, 7, 3))
 
 
-@pytest.mark.parametrize("sampler", loader.SAMPLERS)
+@pytest.mark.parametrize("sampler", sampling.SAMPLERS)
 def test_two_ranks_never_share_an_image_and_run_the_same_number_of_steps(sampler):
     for epoch in range(20):
-        first, second = (loader.epoch_order(LABELS, 7, epoch, sampler, 20, None, rank, 2) for rank in (0, 1))
+        first, second = (sampling.epoch_order(LABELS, 7, epoch, sampler, 20, None, rank, 2) for rank in (0, 1))
         assert not set(first.tolist()) & set(second.tolist())
         assert len(first) == len(second) >= len(LABELS) // 2 - 3  # at most a few draws dropped
 
 
 def test_deferred_resampling_switches_from_instance_to_class():
-    before = torch.bincount(LABELS[loader.epoch_order(LABELS, 7, 8, drs=10)], minlength=4)
+    before = torch.bincount(LABELS[sampling.epoch_order(LABELS, 7, 8, drs=10)], minlength=4)
     assert before.tolist() == COUNTS  # the 9th epoch: every image once
-    after = torch.stack([torch.bincount(LABELS[loader.epoch_order(LABELS, 7, e, drs=10)], minlength=4)
+    after = torch.stack([torch.bincount(LABELS[sampling.epoch_order(LABELS, 7, e, drs=10)], minlength=4)
                          for e in range(9, 209)]).sum(0)
     assert torch.allclose(after / after.sum(), torch.full((4,), 0.25), atol=TOLERANCE)
 
@@ -98,13 +99,13 @@ def test_torchrun_two_processes_on_cpu_and_resume(tiny):
 
     # the best epoch's validation accuracy equals a single-process evaluation of its checkpoint
     valid = pd.read_csv(run_dir / "valid.csv")
-    model, state = runs.load_trained(runs.best_checkpoint(run_dir))
-    split = loader.scan_split(tiny.data / "tiny", "valid", state["class_names"])
-    image_set = loader.load_images(split, state["height"], state["width"], "cpu", progress=False)
-    single = engine.Engine(model, None, loader.Normalise(state["mean"], state["std"]), torch.device("cpu"),
-                           engine.Precision("fp32"))
+    single = Predictor.of_run(run_dir, device="cpu", precision="fp32")
+    record = single.record
+    split = data.scan_split(tiny.data / "tiny", "valid", record.class_names)
+    image_set = data.load_images(split, record.height, record.width, "cpu", progress=False)
     labels, logits = single.predict(image_set, 4, progress=False)
-    assert metrics.epoch_metrics(labels, logits)["acc"] == pytest.approx(valid.loc[state["epoch"] - 1, "acc"])
+    best_epoch = single.checkpoint.epoch
+    assert metrics.epoch_metrics(labels, logits)["acc"] == pytest.approx(valid.loc[best_epoch - 1, "acc"])
     assert len(labels) == len(split.paths)  # every validation image, once
 
 

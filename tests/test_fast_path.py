@@ -1,17 +1,17 @@
 """The fast path: the decoded-image cache, batch augmentation, fp32 equivalence, precision choice."""
-import copy
+import dataclasses
 import os
 
 import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import TINY_CLASSES, write_images
+from conftest import TINY_CLASSES, script, write_images
 from PIL import Image
 from torchvision import transforms
 
 import get_model
-from toolkit import engine, loader
+from toolkit import augment, data, engine, images, training
 from toolkit.cli import UserError
 
 HEIGHT, WIDTH = 12, 16
@@ -47,7 +47,7 @@ def write_mode_images(folder):
 
 
 def expected_by_pil(path):
-    return np.array(loader.to_rgb(Image.open(path)).resize((WIDTH, HEIGHT), Image.BILINEAR))
+    return np.array(images.to_rgb(Image.open(path)).resize((WIDTH, HEIGHT), Image.BILINEAR))
 
 
 def as_hwc(images, index):
@@ -57,13 +57,13 @@ def as_hwc(images, index):
 @pytest.fixture
 def mode_split(tmp_path):
     simple = write_mode_images(tmp_path / "ds" / "train" / "only")
-    return loader.scan_split(tmp_path / "ds", "train"), simple
+    return data.scan_split(tmp_path / "ds", "train"), simple
 
 
 def test_cache_holds_exactly_the_pixels_pil_decodes(mode_split):
     split, simple = mode_split
     assert Image.open(split.paths[4]).mode == "I;16"
-    images = loader.cached_images(split, HEIGHT, WIDTH, workers=2, progress=False)
+    images = data.cached_images(split, HEIGHT, WIDTH, workers=2, progress=False)
     assert images.shape == (7, 3, HEIGHT, WIDTH) and images.dtype == torch.uint8
     for index, path in enumerate(split.paths):
         np.testing.assert_array_equal(as_hwc(images, index), expected_by_pil(path), err_msg=path.name)
@@ -76,25 +76,25 @@ def test_cache_holds_exactly_the_pixels_pil_decodes(mode_split):
 
 def test_second_call_reads_the_cache_file(mode_split, monkeypatch):
     split, _ = mode_split
-    first = loader.cached_images(split, HEIGHT, WIDTH, progress=False)
-    assert (loader.cache_dir(split) / f"train-{HEIGHT}x{WIDTH}.pt").is_file()
+    first = data.cached_images(split, HEIGHT, WIDTH, progress=False)
+    assert (data.cache_dir(split) / f"train-{HEIGHT}x{WIDTH}.pt").is_file()
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although the cache is current")
-    monkeypatch.setattr(loader, "decode_split", no_decoding)
-    assert torch.equal(loader.cached_images(split, HEIGHT, WIDTH, progress=False), first)
+    monkeypatch.setattr(data, "decode_split", no_decoding)
+    assert torch.equal(data.cached_images(split, HEIGHT, WIDTH, progress=False), first)
 
 
 @pytest.fixture
 def counted_decoding(monkeypatch):
     """Counts decode_split calls, still decoding."""
     calls = []
-    original = loader.decode_split
+    original = data.decode_split
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
-    monkeypatch.setattr(loader, "decode_split", counting)
+    monkeypatch.setattr(data, "decode_split", counting)
     return calls
 
 
@@ -112,7 +112,7 @@ def test_a_changed_added_or_removed_image_invalidates_the_cache(tmp_path, counte
         Image.fromarray(pixels(10 + i), "RGB").save(folder / f"img{i}.png")
 
     def load():
-        return loader.cached_images(loader.scan_split(tmp_path / "ds", "train"), HEIGHT, WIDTH, progress=False)
+        return data.cached_images(data.scan_split(tmp_path / "ds", "train"), HEIGHT, WIDTH, progress=False)
 
     load()
     assert load().shape[0] == 3 and len(counted_decoding) == 1
@@ -136,7 +136,7 @@ def test_a_changed_added_or_removed_image_invalidates_the_cache(tmp_path, counte
 
 # ---------------------------------------------------------------- batch augmentation
 
-def reference_crop_flip(images, seed, padding=loader.CROP_PADDING):
+def reference_crop_flip(images, seed, padding=augment.CROP_PADDING):
     """One image at a time: pad with zeros, crop at the drawn offsets, flip when drawn.
     The draws in random_crop_flip's documented order: all dy, then all dx, then all flips."""
     generator = torch.Generator().manual_seed(seed)
@@ -154,7 +154,7 @@ def reference_crop_flip(images, seed, padding=loader.CROP_PADDING):
 
 def test_batch_crop_flip_equals_the_per_image_reference():
     images = torch.randint(0, 256, (16, 3, 10, 14), dtype=torch.uint8)  # not square: rows and columns differ
-    out = loader.random_crop_flip(images, torch.Generator().manual_seed(7))
+    out = augment.random_crop_flip(images, torch.Generator().manual_seed(7))
     expected, _, _, flip = reference_crop_flip(images, 7)
     assert out.shape == images.shape and out.dtype == torch.uint8
     assert out.is_contiguous(memory_format=torch.channels_last)
@@ -169,7 +169,7 @@ def position_image(height, width):
     return torch.stack([rows, cols, torch.ones(height, width, dtype=torch.long)]).to(torch.uint8)
 
 
-def read_offsets(crop, padding=loader.CROP_PADDING):
+def read_offsets(crop, padding=augment.CROP_PADDING):
     """(dy, dx, flipped) of one crop of a position_image, read from its pixels alone."""
     rows, cols = crop[0].long(), crop[1].long()
     middle_row, middle_col = crop.shape[1] // 2, crop.shape[2] // 2  # inside the image at any offset
@@ -189,13 +189,13 @@ def read_offsets(crop, padding=loader.CROP_PADDING):
 def test_every_offset_and_both_flips_occur_and_match_the_draws():
     n = 500
     images = position_image(10, 12).expand(n, -1, -1, -1).contiguous()
-    out = loader.random_crop_flip(images, torch.Generator().manual_seed(3))
+    out = augment.random_crop_flip(images, torch.Generator().manual_seed(3))
     _, dy, dx, flip = reference_crop_flip(images, 3)
     seen = [read_offsets(crop) for crop in out]
     assert [s[0] for s in seen] == dy.tolist()
     assert [s[1] for s in seen] == dx.tolist()
     assert [s[2] for s in seen] == flip.tolist()
-    assert set(dy.tolist()) == set(dx.tolist()) == set(range(2 * loader.CROP_PADDING + 1))
+    assert set(dy.tolist()) == set(dx.tolist()) == set(range(2 * augment.CROP_PADDING + 1))
     assert set(flip.tolist()) == {True, False}
 
 
@@ -203,36 +203,39 @@ def test_every_offset_and_both_flips_occur_and_match_the_draws():
 
 @pytest.fixture
 def colour_dataset(tmp_path):
-    for seed, (name, colour) in enumerate(TINY_CLASSES.items()):
-        write_images(tmp_path / "ds" / "train" / name, 6, colour, seed)
+    for split in ("train", "valid"):
+        for seed, (name, colour) in enumerate(TINY_CLASSES.items()):
+            write_images(tmp_path / "ds" / split / name, 6, colour, seed)
     return tmp_path / "ds"
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_fp32_reproduces_the_image_folder_pipeline_loss(colour_dataset, mode):
     size, batch = 16, 12
-    split = loader.scan_split(colour_dataset, "train")
-    cpu = torch.device("cpu")
-    image_set = loader.load_images(split, size, size, cpu, progress=False)
-    mean, std = loader.training_stats(image_set, size, size)
+    args = script("1_train").parse_args(["--dataset", "ds", "--data-root", str(colour_dataset.parent),
+                                         "--model_index", "41", "--height", str(size), "--width", str(size),
+                                         "--precision", "fp32", "--device", "cpu", "--no-progress"])
     torch.manual_seed(0)
-    model = get_model.build_model(41, len(split.class_names), size, size)
-    seed_model = copy.deepcopy(model).train(mode == "train")
+    seed_model = get_model.build_model(41, len(TINY_CLASSES), size, size).train(mode == "train")
+    torch.manual_seed(0)
+    setup = training.build_setup(args, progress=False)  # as 1_train.py builds it: the same initial weights
+    mean, std = setup.record.mean, setup.record.std
 
     folder = torchvision.datasets.ImageFolder(str(colour_dataset / "train"), transform=transforms.Compose([
         transforms.Resize((size, size)), transforms.ToTensor(), transforms.Normalize(mean, std)]))
     seed_images, seed_labels = next(iter(torch.utils.data.DataLoader(folder, batch_size=batch, shuffle=False)))
     seed_loss = torch.nn.functional.cross_entropy(seed_model(seed_images), seed_labels)
 
-    model = engine.prepare_model(model, cpu).train(mode == "train")
-    run = engine.Engine(model=model, criterion=torch.nn.CrossEntropyLoss(), normalise=loader.Normalise(mean, std),
-                        device=cpu, precision=engine.pick_precision("fp32", cpu))
-    with engine.autocast(cpu, run.precision):
-        logits = run.forward(run.inputs(image_set.images[:batch]))
-    loss = run.criterion(logits, image_set.labels[:batch])
+    run = setup.engine
+    run.model.train(mode == "train")
+    unaugmented = dataclasses.replace(setup.train, augment=None)
+    inputs, labels = next(unaugmented(torch.arange(batch), batch))
+    with engine.autocast(run.device, run.precision):
+        logits = run.forward(inputs)
+    loss = run.criterion(logits, labels)
 
-    assert torch.equal(image_set.labels[:batch], seed_labels) and len(set(seed_labels.tolist())) > 1
-    assert logits.dtype == torch.float32
+    assert torch.equal(labels, seed_labels) and len(set(seed_labels.tolist())) > 1
+    assert logits.dtype == torch.float32 and inputs.is_contiguous(memory_format=torch.channels_last)
     assert abs(loss.item() - seed_loss.item()) < 1e-5
 
 

@@ -19,6 +19,8 @@ import get_model
 import models
 from toolkit import export, runs
 from toolkit.cli import UserError
+from toolkit.predictor import build_trained_model
+from toolkit.record import load_checkpoint
 
 
 def weight_names(state: dict) -> set:
@@ -173,7 +175,8 @@ def test_run_without_checkpoint_is_an_error(trained_run, run, tmp_path):
 
 def manual_probabilities(run_dir, path, mirror=False):
     """One image's class probabilities with plain PIL and torch (no toolkit loader)."""
-    model, state = runs.load_trained(runs.best_checkpoint(run_dir))
+    trained = load_checkpoint(runs.best_checkpoint(run_dir))
+    model, state = build_trained_model(trained, run_dir), trained.to_state()
     image = Image.open(path).convert("RGB").resize((state["width"], state["height"]), Image.BILINEAR)
     x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float()[None]
     if mirror:

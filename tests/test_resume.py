@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import REPO, TRAIN_ARGS
 
-from toolkit import loader, runs
+from toolkit import augment, runs
+from toolkit.record import load_checkpoint
 
 
 def only_run(logs, folder="ERM"):
@@ -53,15 +54,15 @@ def test_two_plus_two_epochs_equal_four(tiny, run, objective):
 def test_ctrl_c_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny, run, monkeypatch, objective):
     whole, cut = tiny.logs / "whole", tiny.logs / "cut"
     assert run("1_train", *train_args(tiny, whole, "--epochs", "3", "--objective", objective))[0] == 0
-    augment, calls = loader.random_crop_flip, []
+    crop_flip, calls = augment.random_crop_flip, []
 
     def interrupted_on_the_fifth_batch(images, generator):
         calls.append(1)
         if len(calls) == 5:  # the second batch of epoch 2 (3 batches an epoch)
             signal.raise_signal(signal.SIGINT)
-        return augment(images, generator)
+        return crop_flip(images, generator)
 
-    monkeypatch.setattr(loader, "random_crop_flip", interrupted_on_the_fifth_batch)
+    monkeypatch.setattr(augment, "random_crop_flip", interrupted_on_the_fifth_batch)
     code, out, err = run("1_train", *train_args(tiny, cut, "--epochs", "3", "--objective", objective))
     assert code == 130, err
     stopped = only_run(cut, objective)
@@ -69,7 +70,7 @@ def test_ctrl_c_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny, run, mon
     state = torch.load(stopped / "last.pth", weights_only=True)
     assert (state["epoch"], state["batch"]) == (1, 2)
     assert len(pd.read_csv(stopped / "train.csv")) == 1
-    monkeypatch.setattr(loader, "random_crop_flip", augment)
+    monkeypatch.setattr(augment, "random_crop_flip", crop_flip)
     code, out, err = run("1_train", "--resume", stopped, "--no-progress")
     assert code == 0, err
     assert "after epoch 1, batch 2" in out
@@ -118,11 +119,11 @@ def test_sigkill_at_any_moment_leaves_loadable_checkpoints(tiny):
         time.sleep(rng.uniform(0.0, 0.6))
         process.send_signal(signal.SIGKILL)
         process.wait()
-        last = runs.load_checkpoint(run_dir / "last.pth")
-        best = runs.load_checkpoint(runs.best_checkpoint(run_dir))
+        last = load_checkpoint(run_dir / "last.pth")
+        best = load_checkpoint(runs.best_checkpoint(run_dir))
         # a kill between writing a new best and last.pth leaves the best one epoch ahead; the resumed
         # run repeats that epoch and writes the same best again
-        assert last["epoch"] >= 1 and best["epoch"] <= last["epoch"] + 1
+        assert last.epoch >= 1 and best.epoch <= last.epoch + 1
         epochs = list(pd.read_csv(run_dir / "train.csv")["epoch"])
         assert epochs == list(range(1, len(epochs) + 1))
         command = [sys.executable, str(REPO / "1_train.py"), "--resume", str(run_dir), "--no-progress"]
@@ -167,7 +168,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoints(tiny, run, mo
     code, _, err = run("1_train", *train_args(tiny, tiny.logs, "--epochs", "3"))
     assert code == 2 and "non-finite at epoch 2, batch 2" in err
     run_dir = only_run(tiny.logs)
-    assert runs.load_checkpoint(run_dir / "last.pth")["epoch"] == 1
+    assert load_checkpoint(run_dir / "last.pth").epoch == 1
     assert runs.best_checkpoint(run_dir) is not None
     assert len(pd.read_csv(run_dir / "train.csv")) == 1
 

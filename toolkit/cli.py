@@ -1,4 +1,4 @@
-"""What every script shares: UserError, common argument types and paths, the main() wrapper."""
+"""What every script shares: UserError, the main() wrapper, stop signals, argument types, paths."""
 import argparse
 import math
 import signal
@@ -127,16 +127,6 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
     return value
-
-
-def add_root_arguments(parser: argparse.ArgumentParser, data=True, logs=True):
-    """Where datasets and runs live; defaults are the folders beside the scripts."""
-    if data:
-        parser.add_argument("--data-root", type=Path, default=DATA_ROOT,
-                            help="folder holding the split datasets (default: a_datasets/)")
-    if logs:
-        parser.add_argument("--logs-root", type=Path, default=LOGS_ROOT,
-                            help="folder holding the run directories (default: logs/)")
 
 
 def progress_bar(iterable, enabled=True, **options):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from toolkit import loader
 from toolkit.cli import UserError, progress_bar
+from toolkit.data import Batches
 from toolkit.small_map_conv import use_small_map_convolutions
 
 PROGRESS_REFRESH_S = 0.5
@@ -126,10 +126,10 @@ class Engine:
     """What one epoch needs: the model, its loss, optimisers and how to run them.
 
     `model` is the plain module (its state_dict is what checkpoints hold); `forward` is what runs
-    it: the model itself, or its DistributedDataParallel and/or torch.compile wrapper."""
+    it: the model itself, or its DistributedDataParallel and/or torch.compile wrapper. Batches come
+    finished (data.Batches): the engine only runs the model on them."""
     model: torch.nn.Module
     criterion: torch.nn.Module
-    normalise: torch.nn.Module
     device: torch.device
     precision: Precision
     optimizers: tuple = ()  # one for each of the criterion's step_losses()
@@ -139,13 +139,9 @@ class Engine:
     distributed: "Distributed" = None
 
     def __post_init__(self):
-        self.memory_format = memory_format(self.model)
         if self.forward is None:  # not `or`: a compiled Sequential has no truth value
             self.forward = self.model
         self.distributed = self.distributed or Distributed()
-
-    def inputs(self, images: torch.Tensor) -> torch.Tensor:
-        return self.normalise(images).contiguous(memory_format=self.memory_format)
 
     def set_lr(self, progress: float) -> float:
         """Set every optimiser's rate for this point of training (epochs, fractional); returns it."""
@@ -177,9 +173,9 @@ class Engine:
             logged = logged or (logits, loss)
         return logged
 
-    def train_epoch(self, image_set, order, batch_size, generator, epoch, epochs, workers=2, progress=True,
+    def train_epoch(self, batches: Batches, order, batch_size, generator, epoch, epochs, progress=True,
                     done=None, stop_requested=lambda: False):
-        """Train on `order` (this process's image indices) with batch augmentation.
+        """Train on `order` (this process's image indices), augmented with `generator`'s draws.
 
         Returns (the epoch's row, None); or, when stop_requested() turns true between two steps,
         (None, the EpochProgress to resume from). `done` is such a progress to resume from."""
@@ -187,24 +183,23 @@ class Engine:
         self.criterion.train()
         self.criterion.set_epoch(epoch, epochs)
         step_losses = self.criterion.step_losses()
-        top_k = min(5, len(image_set.split.class_names))
+        top_k = min(5, batches.num_classes)
         done = done or EpochProgress(0, torch.zeros(4))
         sums = done.sums.to(self.device)  # loss * n, top-1 correct, top-k correct, n
         first_bad_batch = torch.tensor(-1, device=self.device)
-        batches = -(-len(order) // batch_size)
+        steps = -(-len(order) // batch_size)
         lr = self.optimizers[0].param_groups[0]["lr"]
-        bar = progress_bar(loader.batches(image_set, order[done.batch * batch_size:], batch_size, self.device,
-                                          workers),
-                           progress, initial=done.batch, total=batches, desc=f"epoch {epoch + 1}/{epochs}",
-                           unit="batch")
+        finished = batches(order[done.batch * batch_size:], batch_size, generator)
+        bar = progress_bar(range(done.batch, steps), progress, initial=done.batch, total=steps,
+                           desc=f"epoch {epoch + 1}/{epochs}", unit="batch")
         shown = time.monotonic()
-        for batch, (images, labels) in enumerate(bar, start=done.batch):
-            if self.distributed.agree(stop_requested, batch):
+        for batch in bar:
+            if self.distributed.agree(stop_requested, batch):  # before the batch is made: its draws stay unused
                 bar.close()
                 check_finite(self.distributed.max(first_bad_batch), epoch)
                 return None, EpochProgress(batch, sums.cpu())
-            lr = self.set_lr(epoch + (batch + 1) / batches)
-            x = self.inputs(loader.random_crop_flip(images, generator))
+            x, labels = next(finished)
+            lr = self.set_lr(epoch + (batch + 1) / steps)
             logits, loss = self.steps(step_losses, x, labels)
             with torch.no_grad():
                 loss = loss.detach().float()
@@ -225,21 +220,26 @@ class Engine:
         return row, None
 
     @torch.inference_mode()
-    def predict(self, image_set, batch_size, workers=2, progress=True, desc="evaluate") -> tuple:
+    def predict(self, batches: Batches, batch_size, progress=True, desc="evaluate") -> tuple:
         """Labels and float32 logits of every image of the set, in order, on the CPU. Under DDP each
         process evaluates every world-th image and all of them get the whole, each image once."""
         self.model.eval()
-        order = torch.arange(self.distributed.rank, len(image_set), self.distributed.world)
+        order = torch.arange(self.distributed.rank, len(batches), self.distributed.world)
         outputs = []
-        for images, _ in progress_bar(loader.batches(image_set, order, batch_size, self.device, workers),
-                                      progress, total=-(-len(order) // batch_size), desc=desc, unit="batch"):
-            with autocast(self.device, self.precision):
-                outputs.append(self.forward(self.inputs(images)).float())
-        logits = torch.cat(outputs).cpu() if outputs else torch.empty(0, len(image_set.split.class_names))
+        for x, _ in progress_bar(batches(order, batch_size), progress, total=-(-len(order) // batch_size),
+                                 desc=desc, unit="batch"):
+            outputs.append(self.logits(x))
+        logits = torch.cat(outputs).cpu() if outputs else torch.empty(0, batches.num_classes)
         if self.distributed.active:
             order, logits = self.distributed.gather(order), self.distributed.gather(logits)
             logits = logits[torch.argsort(order)]
-        return image_set.labels.cpu(), logits
+        return batches.labels.cpu(), logits
+
+    @torch.inference_mode()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 logits of finished inputs, in eval mode as the caller set it."""
+        with autocast(self.device, self.precision):
+            return self.forward(x).float()
 
 
 def train_mode(model):

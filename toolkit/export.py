@@ -13,8 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from toolkit import loader, runs
 from toolkit.cli import UserError
+from toolkit.data import Normalise
+from toolkit.files import write_atomically, write_json
+from toolkit.record import Checkpoint, RunRecord
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
@@ -27,15 +29,15 @@ class DeployedModel(nn.Module):
 
     def __init__(self, model: nn.Module, mean, std):
         super().__init__()
-        self.normalise = loader.Normalise(mean, std)
+        self.normalise = Normalise(mean, std)
         self.model = model
 
     def forward(self, images):
         return self.model(self.normalise(images)).softmax(dim=1)
 
 
-def deployed_model(model: nn.Module, state: dict) -> DeployedModel:
-    return DeployedModel(model, state["mean"], state["std"]).to("cpu", torch.float32).eval()
+def deployed_model(model: nn.Module, record: RunRecord) -> DeployedModel:
+    return DeployedModel(model, record.mean, record.std).to("cpu", torch.float32).eval()
 
 
 def write_onnx(deployed: DeployedModel, path: Path, height: int, width: int):
@@ -70,39 +72,41 @@ def max_difference(onnx_path: Path, deployed: DeployedModel, images: torch.Tenso
     return float(np.max(differences))  # NaN, if any, stays NaN and fails the check
 
 
-def export_onnx(model: nn.Module, state: dict, folder: Path, check_images: torch.Tensor,
+def export_onnx(model: nn.Module, checkpoint: Checkpoint, folder: Path, check_images: torch.Tensor,
                 batch_size: int = 128) -> float:
     """Write folder/model.onnx and folder/classes.json; returns the parity check's difference.
 
     The model is exported to a temporary file and checked on `check_images` (uint8, N x 3 x H x W);
     only a file that passes replaces model.onnx. A failed check raises a UserError."""
-    deployed = deployed_model(model, state)
+    record = checkpoint.record
+    deployed = deployed_model(model, record)
     found = {}
 
     def write_and_check(tmp):
-        write_onnx(deployed, tmp, state["height"], state["width"])
+        write_onnx(deployed, tmp, record.height, record.width)
         found["difference"] = max_difference(tmp, deployed, check_images, batch_size)
         if not found["difference"] < TOLERANCE:
             raise UserError(f"the exported model does not match PyTorch: the probabilities differ by up to "
                             f"{found['difference']:.3g} (allowed: below {TOLERANCE:g}) on {len(check_images)} "
                             f"images; model.onnx was not written")
 
-    runs.write_atomically(Path(folder) / "model.onnx", write_and_check)
-    runs.write_json(Path(folder) / "classes.json", model_description(state))
+    write_atomically(Path(folder) / "model.onnx", write_and_check)
+    write_json(Path(folder) / "classes.json", model_description(checkpoint))
     return found["difference"]
 
 
-def model_description(state: dict) -> dict:
+def model_description(checkpoint: Checkpoint) -> dict:
     """classes.json: what model.onnx expects and returns."""
+    record = checkpoint.record
     return {
-        "class_names": state["class_names"],
-        "input": {"name": INPUT_NAME, "shape": ["batch", 3, state["height"], state["width"]], "dtype": "float32",
+        "class_names": record.class_names,
+        "input": {"name": INPUT_NAME, "shape": ["batch", 3, record.height, record.width], "dtype": "float32",
                   "channels": "RGB", "range": [0, 255]},
-        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(state["class_names"])],
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(record.class_names)],
                    "meaning": "class probabilities (softmax), in the order of class_names"},
-        "height": state["height"], "width": state["width"],
-        "normalisation": {"mean": state["mean"], "std": state["std"],
+        "height": record.height, "width": record.width,
+        "normalisation": {"mean": record.mean, "std": record.std,
                           "note": "already inside model.onnx: (x / 255 - mean) / std per channel"},
-        "model_index": state["model_index"], "model_name": state.get("model_name"),
-        "dataset": state.get("dataset"), "objective": state.get("objective"), "epoch": state.get("epoch"),
+        "model_index": record.model_index, "model_name": record.model_name,
+        "dataset": record.dataset, "objective": record.objective, "epoch": checkpoint.epoch,
     }

@@ -4,34 +4,44 @@ Every function writes one SVG to `path` atomically (temporary file, then rename)
 figure. Text stays text in the SVG, so class names can be searched and copied. Rates are in percent,
 as metrics.py gives them.
 """
-import os
+import functools
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from toolkit.files import write_atomically
 
-matplotlib.rcParams["svg.fonttype"] = "none"  # text as <text>, not paths
-matplotlib.rcParams["svg.hashsalt"] = "plots"  # same data, same file
-matplotlib.rcParams["text.parse_math"] = False  # a class named "$5 bill" is not mathtext
-
+# applied while each figure is drawn and saved, not globally: pyplot and its backends are never used
+STYLE = {
+    "svg.fonttype": "none",  # text as <text>, not paths
+    "svg.hashsalt": "plots",  # same data, same file
+    "text.parse_math": False,  # a class named "$5 bill" is not mathtext
+}
 MAX_ANNOTATED_CLASSES = 30
 
 
+def styled(draw):
+    """Run a figure function under STYLE."""
+    @functools.wraps(draw)
+    def with_style(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return draw(*args, **kwargs)
+    return with_style
+
+
+def _figure(rows=1, columns=1, **options):
+    """A figure and its axes, made without pyplot (so nothing global is touched)."""
+    fig = Figure(figsize=options.pop("figsize", None))
+    return fig, fig.subplots(rows, columns, **options)
+
+
 def _save(fig, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        fig.savefig(tmp, format="svg", bbox_inches="tight", metadata={"Date": None})
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    write_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="svg", bbox_inches="tight",
+                                                          metadata={"Date": None}))
 
 
 def _plot_epochs(ax, frame, column, label, **style):
@@ -46,9 +56,10 @@ def _finish_epoch_axes(ax, ylabel):
     ax.legend()
 
 
+@styled
 def training_curves(train: pd.DataFrame, valid: pd.DataFrame, path, monitor="acc"):
     """curves.svg: loss and accuracy (%) per epoch, train and valid; the best valid `monitor` epoch marked."""
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (loss_ax, acc_ax) = _figure(1, 2, figsize=(10, 4))
     _plot_epochs(loss_ax, train, "loss", "train")
     _plot_epochs(loss_ax, valid, "loss", "valid")
     _plot_epochs(acc_ax, train, "acc", "train acc")
@@ -76,6 +87,7 @@ def _class_axis_size(num_classes, per_class=0.35, minimum=4.0) -> float:
     return max(minimum, per_class * num_classes + 2)
 
 
+@styled
 def confusion_matrix(counts, class_names, path, order=None):
     """Row-normalised confusion matrix (rows true, columns predicted), classes in `order`."""
     order = list(range(len(class_names))) if order is None else list(order)
@@ -83,7 +95,7 @@ def confusion_matrix(counts, class_names, path, order=None):
     names = [class_names[i] for i in order]
     k = len(order)
     side = _class_axis_size(k)
-    fig, ax = plt.subplots(figsize=(side + 1, side))
+    fig, ax = _figure(figsize=(side + 1, side))
     # vector cells, not an embedded bitmap that SVG viewers blur when they scale it
     image = ax.pcolormesh(np.arange(k + 1) - 0.5, np.arange(k + 1) - 0.5, fractions, cmap="Blues", vmin=0, vmax=1)
     ax.set_aspect("equal")
@@ -100,12 +112,13 @@ def confusion_matrix(counts, class_names, path, order=None):
     _save(fig, path)
 
 
+@styled
 def reliability_diagram(bins: pd.DataFrame, ece: float, path):
     """Accuracy per confidence bin against the diagonal, with the bin counts as a faint histogram.
 
     `bins` is metrics.reliability_bins (percent); `ece` is in percent.
     """
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _figure(figsize=(5, 5))
     centres, widths = (bins["lo"] + bins["hi"]) / 2, bins["hi"] - bins["lo"]
     counts_ax = ax.twinx()
     counts_ax.bar(centres, bins["count"], width=widths, color="grey", alpha=0.15)
@@ -120,11 +133,12 @@ def reliability_diagram(bins: pd.DataFrame, ece: float, path):
     _save(fig, path)
 
 
+@styled
 def valid_curves(runs: list[tuple[str, pd.DataFrame]], path):
     """Validation accuracy per epoch, one line per (label, valid frame); a bacc panel when present."""
     with_bacc = any("bacc" in frame for _, frame in runs)
     panels = [("acc", "valid acc (%)")] + ([("bacc", "valid bacc (%)")] if with_bacc else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 1, 4), squeeze=False)
+    fig, axes = _figure(1, len(panels), figsize=(5 * len(panels) + 1, 4), squeeze=False)
     for ax, (column, ylabel) in zip(axes[0], panels):
         for label, frame in runs:
             if column in frame:
@@ -140,10 +154,11 @@ def recall_table(runs: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
                          for label, frame in runs}, index=pd.Index(classes, name="class"))
 
 
+@styled
 def per_class_recall(runs: list[tuple[str, pd.DataFrame]], path):
     """Per-class test recall, one series per (label, metrics.per_class frame); classes head to tail."""
     table = recall_table(runs)
-    fig, ax = plt.subplots(figsize=(_class_axis_size(len(table), per_class=0.25, minimum=6.0), 4))
+    fig, ax = _figure(figsize=(_class_axis_size(len(table), per_class=0.25, minimum=6.0), 4))
     positions = np.arange(len(table))
     for label in table.columns:
         ax.plot(positions, table[label], marker="o", markersize=3, label=label, clip_on=False)

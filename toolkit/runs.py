@@ -5,7 +5,6 @@ train.csv, valid.csv, TensorBoard events and curves.svg. Every file is written t
 name and renamed, so a crash never leaves a torn file.
 """
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -14,56 +13,14 @@ import pandas as pd
 import torch
 
 import get_model
-import models
 from toolkit.cli import UserError
+from toolkit.files import save_tensors, write_csv
+from toolkit.record import Checkpoint, RunRecord
 
 DATETIME_FORMAT = "%Y-%m-%d-%H-%M-%S"
 DATETIME_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}")
 BEST_CHECKPOINT = re.compile(r"-?\d+\.\d+\.pth")
 LOG_COLUMNS = ["epoch", "loss", "acc", "top5acc", "lr"]
-
-
-# ---------------------------------------------------------------- atomic files
-
-def write_atomically(path: Path, write):
-    """Call write(tmp) on a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UserError(f"cannot write {path} ({e.strerror or e}); free disk space or fix "
-                        f"permissions, then resume the run") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, value):
-    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(value, indent=2, default=str) + "\n"))
-
-
-def write_csv(path: Path, rows: list, columns=None):
-    frame = pd.DataFrame(rows, columns=columns)
-    write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
-
-
-def save_checkpoint(path: Path, state: dict):
-    def write(tmp):
-        try:
-            torch.save(state, tmp)
-        except RuntimeError:  # torch reports a failed write (a full disk, say) as a RuntimeError
-            raise OSError("the write failed; is the disk full?") from None
-    write_atomically(path, write)
-
-
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    """Load tensors and plain values only: a checkpoint from a stranger cannot run code."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle, zip and weights-only errors alike mean the same to the user
-        raise UserError(f"cannot load checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                        f"it is not a checkpoint this toolkit wrote, or it is damaged") from None
 
 
 # ---------------------------------------------------------------- run directories
@@ -118,31 +75,26 @@ def best_checkpoint(run_dir: Path):
     return max(found, key=lambda p: float(p.name[:-4])) if found else None
 
 
-def save_best(run_dir: Path, value: float, state: dict) -> Path:
+def require_best_checkpoint(run_dir: Path) -> Path:
+    """The best checkpoint of a run directory, or a UserError saying why there is none."""
+    if not (Path(run_dir) / "args.json").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no args.json there); pass a folder such as "
+                        f"logs/ResNet32/digits-lt/ERM/2026-11-22-05-28-42")
+    checkpoint = best_checkpoint(run_dir)
+    if checkpoint is None:
+        raise UserError(f"run {run_dir} has no checkpoint (it stopped before finishing an epoch); "
+                        f"train again or pick another run")
+    return checkpoint
+
+
+def save_best(run_dir: Path, checkpoint: Checkpoint) -> Path:
     """Write `<value>.pth` (two decimals) and remove the previous best."""
-    path = Path(run_dir) / f"{value:.2f}.pth"
-    save_checkpoint(path, state)
+    path = Path(run_dir) / f"{checkpoint.value:.2f}.pth"
+    save_tensors(path, checkpoint.to_state())
     for old in Path(run_dir).iterdir():
         if BEST_CHECKPOINT.fullmatch(old.name) and old != path:
             old.unlink()
     return path
-
-
-def load_trained(path: Path) -> tuple:
-    """The model stored in a checkpoint of this toolkit, ready for evaluation, and the checkpoint."""
-    state = load_checkpoint(path)
-    missing = [k for k in ("model", "model_index", "class_names", "height", "width", "mean", "std") if k not in state]
-    if missing:
-        raise UserError(f"checkpoint {path} lacks {', '.join(missing)}; it was not written by 1_train.py")
-    model = get_model.build_model(state["model_index"], len(state["class_names"]), state["height"], state["width"])
-    if state.get("cosine_scale"):
-        model = models.use_cosine_classifier(model, state["cosine_scale"])
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise UserError(f"checkpoint {path} does not fit model {state['model_index']}: "
-                        f"{str(e).splitlines()[0]}") from None
-    return model, state
 
 
 # ---------------------------------------------------------------- logs
@@ -209,11 +161,11 @@ def resolve_resume(value: str, logs_root: Path, model_index, dataset, recipe) ->
     return find_run(logs_root, get_model.model_name(model_index), dataset, recipe, value)
 
 
-def check_resumable(state: dict, model_index: int, class_names: list):
+def check_resumable(record: RunRecord, model_index: int, class_names: list):
     """Refuse a checkpoint of another model or class list, saying which differs."""
-    if state.get("model_index") != model_index:
-        raise UserError(f"the checkpoint is of model_index {state.get('model_index')}, not {model_index}")
-    stored = state.get("class_names", [])
+    if record.model_index != model_index:
+        raise UserError(f"the checkpoint is of model_index {record.model_index}, not {model_index}")
+    stored = record.class_names
     if len(stored) != len(class_names):
         raise UserError(f"the checkpoint has {len(stored)} classes, the dataset {len(class_names)}: "
                         f"{describe_classes(stored, class_names)}")
@@ -249,6 +201,10 @@ def read_args(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "args.json").read_text())
 
 
+def read_record(run_dir: Path) -> RunRecord:
+    return RunRecord.from_dict(read_args(run_dir), Path(run_dir) / "args.json")
+
+
 def read_log(run_dir: Path, split: str) -> pd.DataFrame:
     path = Path(run_dir) / f"{split}.csv"
     return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=LOG_COLUMNS)
@@ -256,10 +212,10 @@ def read_log(run_dir: Path, split: str) -> pd.DataFrame:
 
 def run_summary(run_dir: Path) -> dict:
     """One row of 4_report's summary: what ran, its best validation epoch, its test metrics."""
-    args = read_args(run_dir)
+    record = read_record(run_dir)
     valid = read_log(run_dir, "valid")
-    monitor = args.get("monitor", "acc")
-    row = {"model": args["model_name"], "dataset": args["dataset"], "objective": Path(run_dir).parent.name,
+    monitor = record.monitor
+    row = {"model": record.model_name, "dataset": record.dataset, "objective": Path(run_dir).parent.name,
            "datetime": Path(run_dir).name, "epochs": len(valid), "monitor": monitor,
            "best_valid": float("nan"), "best_epoch": float("nan")}
     if len(valid) and monitor in valid:

@@ -6,14 +6,14 @@ leaves a half-written dataset; the source images are only read.
 import hashlib
 import os
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from toolkit.cli import UserError
-from toolkit.loader import SPLITS, class_folders, is_image
+from toolkit.data import SPLITS
+from toolkit.images import class_folders, images_in, is_image, warn_skipped
 
 SPLIT_OUTPUTS = (*SPLITS, "split.csv", ".cache")
 
@@ -32,11 +32,9 @@ def source_classes(source: Path) -> dict:
         raise UserError(f"{source} has no class folders{hint}; put each class's images in {source}/<class>/")
     classes, skipped = {}, 0
     for folder in folders:
-        files = sorted(p for p in folder.rglob("*") if p.is_file())
-        classes[folder.name] = [p for p in files if is_image(p)]
-        skipped += len(files) - len(classes[folder.name])
-    if skipped:
-        warnings.warn(f"skipped {skipped} non-image file(s) in {source}", stacklevel=2)
+        classes[folder.name], others = images_in(folder)
+        skipped += others
+    warn_skipped(skipped, source)
     return classes
 
 

@@ -1,0 +1,217 @@
+"""Training from 1_train.py's arguments: the set-up (data, model, objective, optimisers), built
+and checked before anything is written, and the epoch loop with its checkpoints and logs.
+
+1_train.py, benchmarks/train_speed.py, the tests and 6_active.py's simulation all build a trainer
+here, so a training flag means the same everywhere.
+"""
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+import criterion
+import get_model
+from toolkit import augment, data, engine, metrics, plots, runs, sampling
+from toolkit.cli import StopSignals, UserError
+from toolkit.files import save_tensors
+from toolkit.record import Checkpoint, RunRecord, load_checkpoint
+
+WARMUP_EPOCHS = 5
+
+
+@dataclass
+class Setup:
+    """Everything one training needs, on its device: the engine (model, objective, optimisers),
+    the training and validation batches, and the record every checkpoint carries."""
+    engine: engine.Engine
+    train: data.Batches
+    valid: data.Batches
+    record: RunRecord
+
+
+def build_setup(args, distributed=None, device=None, progress=True, small_map_matmuls=True) -> Setup:
+    """Data, model, objective and optimisers from 1_train.py's arguments, all checked first.
+    (`small_map_matmuls=False` is for the speed benchmark: PyTorch's convolution kernels only.)"""
+    distributed = distributed or engine.Distributed()
+    device = device or engine.pick_device(args.device)
+    dataset = data.dataset_dir(args.data_root, args.dataset)
+    splits = data.scan_dataset(dataset, ("train", "valid"))
+    class_names = splits["train"].class_names
+    class_counts = splits["train"].class_counts()
+
+    loss = criterion.build_criterion(args.objective, class_counts, args)
+    model = loss.adapt_model(get_model.build_model(args.model_index, len(class_names), args.height, args.width))
+    if args.pretrained and not args.resume:
+        found = get_model.load_pretrained(model, args.pretrained)
+        if distributed.is_main:
+            print(f"pretrained {args.pretrained}: {found['loaded']} tensors loaded, {found['skipped']} skipped, "
+                  f"{found['initialised']} newly initialised")
+    if args.freeze_backbone:
+        get_model.freeze_backbone(model)
+
+    train_set, valid_set = (data.load_images(splits[name], args.height, args.width, device, args.cache_gb,
+                                             args.workers, progress) for name in ("train", "valid"))
+    mean, std = data.training_stats(train_set, args.height, args.width)
+    normalise = data.Normalise(mean, std).to(device)
+    memory_format = engine.memory_format(model)
+
+    model = engine.prepare_model(model, device, small_map_matmuls)
+    run = engine.Engine(model, loss.to(device), device, engine.pick_precision(args.precision, device),
+                        optimizers=sgd_optimizers(model, len(loss.step_losses()), args),
+                        lr_factor=engine.lr_schedule(args.lrstep, args.lrstepgamma,
+                                                     WARMUP_EPOCHS if args.warmup else 0),
+                        distributed=distributed)
+    run.scaler = torch.amp.GradScaler(device.type) if run.precision.needs_scaler else None
+    run.forward = engine.wrap_for_distribution(model, distributed, device)
+    if args.compile:
+        run.forward = torch.compile(run.forward)
+    record = RunRecord(args.model_index, class_names, args.height, args.width, mean, std,
+                       model_name=get_model.model_name(args.model_index), dataset=args.dataset,
+                       objective=args.objective, class_counts=class_counts,
+                       cosine_scale=get_model.cosine_scale(model), monitor=args.monitor)
+    return Setup(run, data.Batches(train_set, normalise, memory_format, augment.random_crop_flip, args.workers),
+                 data.Batches(valid_set, normalise, memory_format, workers=args.workers), record)
+
+
+def sgd_optimizers(model, count: int, args) -> tuple:
+    """One SGD optimiser over the trainable parameters for each of the objective's step losses."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return tuple(torch.optim.SGD([{"params": trainable, "initial_lr": args.lr}], lr=args.lr,
+                                 momentum=args.momentum, weight_decay=args.weight_decay)
+                 for _ in range(count))
+
+
+# ---------------------------------------------------------------- where training stands
+
+@dataclass
+class Position:
+    """Where training stands: `epoch` epochs done, `batch` batches of the next one (with the running
+    sums and the augmentation generator's state to go on from), and the best epoch so far."""
+    epoch: int = 0
+    batch: int = 0
+    best: dict = field(default_factory=lambda: {"value": float("-inf"), "epoch": 0})
+    unfinished: engine.EpochProgress | None = None
+    generator_state: torch.Tensor | None = None
+
+
+def save_last(run_dir, setup: Setup, position: Position):
+    """last.pth: everything a resume needs, at `position`."""
+    run = setup.engine
+    unfinished = position.unfinished
+    resume = {"best": position.best, "optimizers": [o.state_dict() for o in run.optimizers],
+              "scaler": run.scaler.state_dict() if run.scaler else None,
+              "criterion": run.criterion.state_dict(), "rng": runs.rng_states(),
+              "batch": unfinished.batch if unfinished else 0,
+              "epoch_sums": unfinished.sums if unfinished else None,
+              "generator": position.generator_state if unfinished else None}
+    checkpoint = Checkpoint(setup.record, run.model.state_dict(), position.epoch, resume=resume)
+    save_tensors(run_dir / "last.pth", checkpoint.to_state())
+
+
+def restore(run_dir, setup: Setup) -> Position:
+    """Load last.pth into the set-up; returns where training stands."""
+    path = run_dir / "last.pth"
+    if not path.exists():
+        raise UserError(f"{run_dir} has no last.pth (it stopped before finishing an epoch); start a new run")
+    checkpoint = load_checkpoint(path)
+    try:
+        runs.check_resumable(checkpoint.record, setup.record.model_index, setup.record.class_names)
+    except UserError as e:
+        raise UserError(f"cannot resume {run_dir}: {e}") from None
+    run, saved = setup.engine, checkpoint.resume
+    run.model.load_state_dict(checkpoint.model)
+    for optimizer, state in zip(run.optimizers, saved["optimizers"]):
+        optimizer.load_state_dict(state)
+    if run.scaler and saved["scaler"]:
+        run.scaler.load_state_dict(saved["scaler"])
+    run.criterion.load_state_dict(saved["criterion"])
+    runs.restore_rng_states(saved["rng"])
+    unfinished = engine.EpochProgress(saved["batch"], saved["epoch_sums"]) if saved["batch"] else None
+    return Position(checkpoint.epoch, saved["batch"], saved["best"], unfinished, saved["generator"])
+
+
+# ---------------------------------------------------------------- the epoch loop
+
+class Trainer:
+    """Runs the epochs of one set-up from a position. Only the main process (the one with a
+    `log`) writes; under torchrun every process trains its share and sees the same validation."""
+
+    def __init__(self, args, setup: Setup, run_dir=None, log: runs.RunLog | None = None, progress=True):
+        self.args, self.setup, self.run_dir, self.log, self.progress = args, setup, run_dir, log, progress
+
+    def train(self, position: Position) -> tuple:
+        """Train until --epochs, an early stop or a stop signal; returns the best {value, epoch} and
+        the exit code (0, or 130/143 when Ctrl-C or SIGTERM stopped it)."""
+        args, distributed = self.args, self.setup.engine.distributed
+        with StopSignals() as stop:
+            while position.epoch < args.epochs and not distributed.agree(stop.requested, 0):
+                started = time.monotonic()
+                train_row = self.train_epoch(position, stop.requested)
+                if train_row is None:  # stopped mid-epoch: saved exactly where
+                    break
+                valid_row = self.validate(position.epoch, train_row["lr"])
+                improved = valid_row[args.monitor] > position.best["value"]
+                if improved:
+                    position.best = {"value": valid_row[args.monitor], "epoch": position.epoch + 1}
+                position.epoch += 1
+                if self.log:
+                    self.record_epoch(position, train_row, valid_row, improved)
+                    print(summary_line(train_row, valid_row, args.epochs, time.monotonic() - started, improved))
+                if args.early_stop and position.epoch - position.best["epoch"] >= args.early_stop:
+                    if self.log:
+                        print(f"early stop: valid {args.monitor} has not improved for {args.early_stop} epochs "
+                              f"(best {position.best['value']:.2f} at epoch {position.best['epoch']})")
+                    break
+        return position.best, stop.exit_code if stop.requested() or position.unfinished else 0
+
+    def train_epoch(self, position: Position, stop_requested):
+        """One training epoch from `position` (maybe part-way through it); its train.csv row, or
+        None when a stop request ended it early (last.pth then records exactly where)."""
+        args, run = self.args, self.setup.engine
+        epoch, rank, world = position.epoch, run.distributed.rank, run.distributed.world
+        labels = self.setup.train.labels.cpu()
+        draws = run.criterion.epoch_draws(epoch, args.epochs, labels, self.training_logits)
+        order = sampling.epoch_order(labels, args.seed, epoch, args.sampler, args.epochs, args.drs, rank, world,
+                                     draws)
+        order = sampling.drop_single_last(order, args.batchsize)
+        generator = sampling.epoch_generator(args.seed + rank, epoch, run.device)
+        if position.unfinished:
+            generator.set_state(position.generator_state)
+        row, unfinished = run.train_epoch(self.setup.train, order, args.batchsize, generator, epoch, args.epochs,
+                                          self.progress, position.unfinished, stop_requested)
+        position.unfinished, position.batch = unfinished, unfinished.batch if unfinished else 0
+        if unfinished:
+            position.generator_state = generator.get_state()
+            if self.log:
+                save_last(self.run_dir, self.setup, position)
+            return None
+        return {**row, **run.criterion.epoch_log()}
+
+    def training_logits(self) -> torch.Tensor:
+        """The model's logits of every training image, unaugmented (for objectives that choose samples)."""
+        unaugmented = dataclasses.replace(self.setup.train, augment=None)
+        return self.setup.engine.predict(unaugmented, self.args.batchsize, self.progress,
+                                         desc="score training images")[1]
+
+    def validate(self, epoch: int, lr: float) -> dict:
+        labels, logits = self.setup.engine.predict(self.setup.valid, self.args.batchsize, self.progress,
+                                                   desc="validate")
+        return {"epoch": epoch + 1, **metrics.epoch_metrics(labels, logits), "lr": lr}
+
+    def record_epoch(self, position: Position, train_row, valid_row, improved):
+        """Logs, the best checkpoint when it improved, last.pth and curves.svg, after an epoch."""
+        self.log.log("train", train_row)
+        self.log.log("valid", valid_row)
+        if improved:
+            runs.save_best(self.run_dir, Checkpoint(self.setup.record, self.setup.engine.model.state_dict(),
+                                                    position.best["epoch"], value=position.best["value"]))
+        save_last(self.run_dir, self.setup, position)
+        plots.training_curves(*self.log.frames(), self.run_dir / "curves.svg", monitor=self.args.monitor)
+
+
+def summary_line(train_row, valid_row, epochs, seconds, improved) -> str:
+    return (f"epoch {train_row['epoch']:>3}/{epochs}  train loss {train_row['loss']:.4f} acc {train_row['acc']:6.2f}"
+            f"  | valid loss {valid_row['loss']:.4f} acc {valid_row['acc']:6.2f} top5 {valid_row['top5acc']:6.2f}"
+            f" bacc {valid_row['bacc']:6.2f} f1 {valid_row['macro_f1']:6.2f}  | lr {train_row['lr']:.4g}"
+            f"  {seconds:5.1f}s{'  *' if improved else ''}")

@@ -32,8 +32,7 @@ def build_parser():
     p.add_argument("--lr", type=cli.positive_float, default=0.1, help="initial learning rate (default: 0.1)")
     p.add_argument("--epochs", type=cli.positive_int, default=200, help="epochs (default: 200)")
     arguments.add_batchsize(p)
-    p.add_argument("--height", type=cli.positive_int, default=32, help="image height (default: 32)")
-    p.add_argument("--width", type=cli.positive_int, default=32, help="image width (default: 32)")
+    arguments.add_image_size(p)
     p.add_argument("--lrstep", type=cli.positive_int, nargs="+", default=[60, 120, 160],
                    help="epochs after which the learning rate is multiplied by --lrstepgamma (default: 60 120 160)")
     p.add_argument("--lrstepgamma", type=cli.positive_float, default=0.2,

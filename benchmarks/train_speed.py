@@ -40,20 +40,16 @@ def parse_args(argv=None):
         "Training and evaluation images/s of the seed project's pipeline (a) and the toolkit's (b)."))
     p.add_argument("--model_index", type=int, default=35, help="network (default: 35, SmallResNet18)")
     p.add_argument("--dataset", default="digits-lt", help="dataset folder in a_datasets/ (default: digits-lt)")
-    p.add_argument("--batchsize", type=cli.positive_int, default=128, help="batch size (default: 128)")
-    p.add_argument("--height", type=cli.positive_int, default=32, help="image height (default: 32)")
-    p.add_argument("--width", type=cli.positive_int, default=32, help="image width (default: 32)")
+    arguments.add_batchsize(p)
+    arguments.add_image_size(p)
     p.add_argument("--steps", type=cli.positive_int, default=20, help="timed training steps (default: 20)")
     p.add_argument("--warmup-steps", type=cli.non_negative_int, default=3,
                    help="untimed training steps before the timed ones (default: 3)")
-    p.add_argument("--workers", type=cli.non_negative_int, default=2,
-                   help="decoding threads of (b) (default: 2, as 1_train.py)")
+    arguments.add_workers(p)
     p.add_argument("--seed-workers", type=cli.non_negative_int, default=SEED_WORKERS,
                    help=f"DataLoader worker processes of (a) (default: the seed project's rule, "
                         f"a quarter of the CPU cores: {SEED_WORKERS} here)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                   help="(b)'s precision (default: auto, as 1_train.py)")
+    arguments.add_device(p)  # (a) runs in fp32, as the seed project did
     p.add_argument("--library-convolutions", action="store_true",
                    help="(b) with PyTorch's own convolution kernels everywhere, without the small-map "
                         "matmul path of toolkit/small_map_conv.py: measures what that path adds")

@@ -1,5 +1,8 @@
 """Shared fixtures: tiny generated image folders and in-process script runs."""
+import functools
 import importlib
+import sys
+import traceback
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -53,15 +56,27 @@ def roots(tmp_path):
     return paths
 
 
+EXIT_CRASHED = 1  # what Python exits with on an uncaught exception
+
+
+def run_script(capsys, name, *argv):
+    """A script's main(argv) in-process: (exit code, stdout, stderr). An exception that escapes
+    main() (a bug: user mistakes are UserErrors) is what the command line would show: a traceback
+    on stderr and exit code 1, so a test asserting on stderr sees it."""
+    capsys.readouterr()
+    try:
+        code = script(name).main([str(a) for a in argv])
+    except Exception:
+        code = EXIT_CRASHED
+        print(traceback.format_exc(), file=sys.stderr)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture
 def run(capsys):
     """Run a script's main(argv) in-process; returns (exit code, stdout, stderr)."""
-    def run_script(name, *argv):
-        capsys.readouterr()
-        code = script(name).main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-    return run_script
+    return functools.partial(run_script, capsys)
 
 
 @pytest.fixture

@@ -1,11 +1,16 @@
 """200 random corruptions of image files: never a traceback, always exit 0 (file skipped or still
-readable) or 2 (the file named), and the source folder is never modified by the toolkit."""
+readable) or 2 (the file named), and the source folder is never modified by the toolkit.
+
+The `run` fixture turns an exception escaping a script into a traceback on stderr and exit code 1,
+as the command line would show it; test_a_crash_shows_as_a_traceback proves the checks catch one."""
 import hashlib
 import random
 import shutil
 
 import pytest
 from conftest import make_source
+
+from toolkit import data
 
 CORRUPTIONS = ("truncate", "random_bytes", "overwrite_middle", "empty", "wrong_extension", "swap_format")
 # --dry-run reads and checks everything training would, then stops before the (slow, irrelevant) training
@@ -60,3 +65,15 @@ def test_corrupted_images_never_crash(roots, run, block):
             assert len(message) == 1, err
             assert any(name in message[0] for name in names) or "holds no images" in message[0], (names, err)
         assert fingerprint(source) == before
+
+
+def test_a_crash_shows_as_a_traceback(tiny, run, monkeypatch):
+    """The fuzz checks above can fail: a bug in decoding surfaces as a traceback and exit 1."""
+    from toolkit import images
+
+    def broken_decoder(path, height, width):
+        raise ZeroDivisionError("a bug, not a user mistake")
+    monkeypatch.setattr(images, "decode_image", broken_decoder)
+    monkeypatch.setattr(data, "decode_image", broken_decoder)
+    code, _, err = run("1_train", *TRAIN, *tiny.data_args)
+    assert code == 1 and "Traceback" in err and "ZeroDivisionError" in err

@@ -29,6 +29,11 @@ def add_batchsize(parser: argparse.ArgumentParser, default=128):
     parser.add_argument("--batchsize", type=positive_int, default=default, help=f"batch size (default: {default})")
 
 
+def add_image_size(parser: argparse.ArgumentParser):
+    parser.add_argument("--height", type=positive_int, default=32, help="image height (default: 32)")
+    parser.add_argument("--width", type=positive_int, default=32, help="image width (default: 32)")
+
+
 def add_workers(parser: argparse.ArgumentParser, at_least_one=False):
     parser.add_argument("--workers", type=positive_int if at_least_one else non_negative_int, default=2,
                         help="threads/processes decoding images (default: 2)")

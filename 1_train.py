@@ -26,7 +26,12 @@ RESUMABLE = {"resume", "epochs", "early_stop", "workers", "device", "precision",
 def build_parser():
     p = cli.ArgumentParser(prog="1_train.py", description="Train one model with one objective.")
     p.add_argument("--model_index", type=int, help="network, see `python get_model.py` (required)")
+    p.add_argument("--pretrained", type=Path, metavar="PATH",
+                   help="start from a local weights file: a torchvision state_dict or a .pth of this toolkit")
+    p.add_argument("--freeze-backbone", action="store_true",
+                   help="train only the classifier layer (classifier re-training on a --pretrained backbone)")
     p.add_argument("--dataset", help="dataset folder name in a_datasets/ (required)")
+    arguments.add_roots(p)
     p.add_argument("--objective", default="ERM",
                    help=f"training objective: {', '.join(criterion.objective_names())} (default: ERM)")
     p.add_argument("--lr", type=cli.positive_float, default=0.1, help="initial learning rate (default: 0.1)")
@@ -61,14 +66,9 @@ def build_parser():
     arguments.add_device(p)
     p.add_argument("--compile", action="store_true", help="torch.compile the model (off by default)")
     arguments.add_cache(p)
-    p.add_argument("--pretrained", type=Path, metavar="PATH",
-                   help="start from a local weights file: a torchvision state_dict or a .pth of this toolkit")
-    p.add_argument("--freeze-backbone", action="store_true",
-                   help="train only the classifier layer (classifier re-training on a --pretrained backbone)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the data (every image decoded), model and objective, then stop before training")
     arguments.add_progress(p)
-    arguments.add_roots(p)
     criterion.add_arguments(p)
     return p
 

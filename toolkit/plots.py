@@ -1,7 +1,8 @@
 """Figures as SVG: training curves, confusion matrix, reliability diagram, comparisons of runs.
 
-Every function writes one SVG to `path` atomically (temporary file, then rename) and closes its
-figure. Text stays text in the SVG, so class names can be searched and copied. Rates are in percent,
+Every function writes one SVG to `path` atomically (files.write_atomically). Figures are made
+without pyplot and styled per figure, so importing this module changes no global setting. Text
+stays text in the SVG, so class names can be searched and copied. Rates are in percent,
 as metrics.py gives them.
 """
 import functools

@@ -36,12 +36,32 @@ def build_setup(args, distributed=None, device=None, progress=True, small_map_ma
     distributed = distributed or engine.Distributed()
     device = device or engine.pick_device(args.device)
     dataset = data.dataset_dir(args.data_root, args.dataset)
-    splits = data.scan_dataset(dataset, ("train", "valid"))
+    # the test split is scanned too, so a broken one is found now, not after hours of training
+    splits = data.scan_dataset(dataset, [s for s in data.SPLITS if s != "test" or (dataset / s).is_dir()])
     class_names = splits["train"].class_names
     class_counts = splits["train"].class_counts()
 
     loss = criterion.build_criterion(args.objective, class_counts, args)
-    model = loss.adapt_model(get_model.build_model(args.model_index, len(class_names), args.height, args.width))
+    model = build_model(args, loss, len(class_names), distributed)
+    train_set, valid_set = (data.load_images(splits[name], args.height, args.width, device, args.cache_gb,
+                                             args.workers, progress) for name in ("train", "valid"))
+    mean, std = data.training_stats(train_set, args.height, args.width)
+    normalise = data.Normalise(mean, std).to(device)
+    memory_format = engine.memory_format(model)
+
+    run = build_engine(args, engine.prepare_model(model, device, small_map_matmuls), loss.to(device), device,
+                       distributed)
+    record = RunRecord(args.model_index, class_names, args.height, args.width, mean, std,
+                       model_name=get_model.model_name(args.model_index), dataset=args.dataset,
+                       objective=args.objective, class_counts=class_counts,
+                       cosine_scale=get_model.cosine_scale(model), monitor=args.monitor)
+    return Setup(run, data.Batches(train_set, normalise, memory_format, augment.random_crop_flip, args.workers),
+                 data.Batches(valid_set, normalise, memory_format, workers=args.workers), record)
+
+
+def build_model(args, loss, num_classes: int, distributed) -> torch.nn.Module:
+    """The table's model as the objective adapts it, maybe started from --pretrained, maybe frozen."""
+    model = loss.adapt_model(get_model.build_model(args.model_index, num_classes, args.height, args.width))
     if args.pretrained and not args.resume:
         found = get_model.load_pretrained(model, args.pretrained)
         if distributed.is_main:
@@ -49,15 +69,12 @@ def build_setup(args, distributed=None, device=None, progress=True, small_map_ma
                   f"{found['initialised']} newly initialised")
     if args.freeze_backbone:
         get_model.freeze_backbone(model)
+    return model
 
-    train_set, valid_set = (data.load_images(splits[name], args.height, args.width, device, args.cache_gb,
-                                             args.workers, progress) for name in ("train", "valid"))
-    mean, std = data.training_stats(train_set, args.height, args.width)
-    normalise = data.Normalise(mean, std).to(device)
-    memory_format = engine.memory_format(model)
 
-    model = engine.prepare_model(model, device, small_map_matmuls)
-    run = engine.Engine(model, loss.to(device), device, engine.pick_precision(args.precision, device),
+def build_engine(args, model, loss, device, distributed) -> engine.Engine:
+    """The engine for a prepared model: precision, optimisers, schedule, scaler, DDP and compile."""
+    run = engine.Engine(model, loss, device, engine.pick_precision(args.precision, device),
                         optimizers=sgd_optimizers(model, len(loss.step_losses()), args),
                         lr_factor=engine.lr_schedule(args.lrstep, args.lrstepgamma,
                                                      WARMUP_EPOCHS if args.warmup else 0),
@@ -66,12 +83,7 @@ def build_setup(args, distributed=None, device=None, progress=True, small_map_ma
     run.forward = engine.wrap_for_distribution(model, distributed, device)
     if args.compile:
         run.forward = torch.compile(run.forward)
-    record = RunRecord(args.model_index, class_names, args.height, args.width, mean, std,
-                       model_name=get_model.model_name(args.model_index), dataset=args.dataset,
-                       objective=args.objective, class_counts=class_counts,
-                       cosine_scale=get_model.cosine_scale(model), monitor=args.monitor)
-    return Setup(run, data.Batches(train_set, normalise, memory_format, augment.random_crop_flip, args.workers),
-                 data.Batches(valid_set, normalise, memory_format, workers=args.workers), record)
+    return run
 
 
 def sgd_optimizers(model, count: int, args) -> tuple:

@@ -60,7 +60,6 @@ def test_class_folders_that_differ_between_splits(tiny, run):
 
 
 def test_a_broken_test_split_stops_training_before_it_starts(tiny, run):
-    import shutil
     shutil.rmtree(tiny.data / "tiny" / "test" / "beta")
     assert_user_error(run("1_train", *train_args(tiny)), "class folders of", "test differ from the training split's",
                       "missing 'beta'")

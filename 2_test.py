@@ -3,7 +3,9 @@
     python 2_test.py --dataset=digits-lt --model_index=42 --objective=CCE   # the newest such run
 
 writes test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv and
-reliability.svg into the run directory.
+reliability.svg into the run directory (into RUN/logit-adjusted/ with --logit-adjust).
+acc, bacc and macro_f1 come with a 95% stratified bootstrap interval over the test images
+(--bootstrap N resamples, seeded: a rerun writes the same files).
 """
 import sys
 import warnings
@@ -30,12 +32,23 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=cli.non_negative_int, default=2, help="image decoding processes (default: 2)")
     p.add_argument("--cache-gb", type=cli.positive_float, default=4.0, help="as in 1_train.py (default: 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--bootstrap", type=cli.non_negative_int, default=1000, metavar="N",
+                   help="resamples of the 95%% interval of acc, bacc and macro_f1: a bootstrap over the test "
+                        "images, stratified by class and seeded (default: 1000; 0: no intervals)")
+    p.add_argument("--logit-adjust", type=tau_or_auto, metavar="TAU|auto",
+                   help="post-hoc logit adjustment: logits - TAU * log(training prior) before every metric; "
+                        "auto: the TAU of 0, 0.1, ..., 2 with the best valid bacc (the test split is not used "
+                        "to choose it); writes into RUN/logit-adjusted/ (default: off)")
     cli.add_root_arguments(p)
     args = p.parse_args(argv)
     many, few = args.shot_thresholds
     if few > many:
         raise cli.UserError(f"--shot-thresholds {many} {few}: the first (many-shot) must be >= the second (few-shot)")
     return args
+
+
+def tau_or_auto(text: str):
+    return text if text == "auto" else cli.non_negative_float(text)
 
 
 def evaluation_split(dataset: Path) -> str:
@@ -67,23 +80,53 @@ def test(argv=None):
     labels, logits = evaluator.predict(image_set, args.batchsize, args.workers, not args.no_progress, desc="test")
 
     names, counts = state["class_names"], state["class_counts"]
+    out_dir, adjusted = run_dir, {}
+    if args.logit_adjust is not None:
+        tau = args.logit_adjust
+        if tau == "auto":
+            tau = chosen_tau(args, dataset, state, evaluator, split.name)
+        logits, adjusted = metrics.adjust_logits(logits, counts, tau), {"tau": tau}
+        out_dir = run_dir / "logit-adjusted"
+        out_dir.mkdir(exist_ok=True)
     scores = metrics.test_metrics(labels, logits, counts, tuple(args.shot_thresholds))
+    if args.bootstrap:
+        scores = metrics.with_intervals(scores, metrics.bootstrap_intervals(labels, logits, args.bootstrap))
     per_class = metrics.per_class(labels, logits, names, counts)
     confusion = metrics.confusion_matrix(labels, logits.argmax(1), len(names))
     relative_paths = [str(p.relative_to(dataset)) for p in split.paths]
-    runs.write_csv(run_dir / "test_metrics.csv", [{"split": split.name, "checkpoint": checkpoint.name, **scores}])
-    runs.write_csv(run_dir / "per_class.csv", per_class.to_dict("records"))
-    runs.write_csv(run_dir / "predictions.csv", metrics.prediction_rows(relative_paths, logits, names, labels))
-    runs.write_csv(run_dir / "confusion_matrix.csv",
+    runs.write_csv(out_dir / "test_metrics.csv",
+                   [{"split": split.name, "checkpoint": checkpoint.name, **adjusted, **scores}])
+    runs.write_csv(out_dir / "per_class.csv", per_class.to_dict("records"))
+    runs.write_csv(out_dir / "predictions.csv", metrics.prediction_rows(relative_paths, logits, names, labels))
+    runs.write_csv(out_dir / "confusion_matrix.csv",
                    [{"true \\ predicted": n, **dict(zip(names, row))} for n, row in zip(names, confusion.tolist())])
-    plots.confusion_matrix(confusion, names, run_dir / "confusion_matrix.svg", metrics.head_to_tail_order(counts))
-    plots.reliability_diagram(metrics.reliability_bins(labels, logits), scores["ece"], run_dir / "reliability.svg")
+    plots.confusion_matrix(confusion, names, out_dir / "confusion_matrix.svg", metrics.head_to_tail_order(counts))
+    plots.reliability_diagram(metrics.reliability_bins(labels, logits), scores["ece"], out_dir / "reliability.svg")
 
-    print(f"{run_dir}: {checkpoint.name} on the {split.name} split ({len(labels)} images)")
+    print(f"{run_dir}: {checkpoint.name} on the {split.name} split ({len(labels)} images)"
+          + (f", logits adjusted with tau {adjusted['tau']:g}" if adjusted else ""))
     print(f"top-1 accuracy {scores['acc']:.2f}%   top-5 accuracy {scores['top5acc']:.2f}%")
     print(metrics.format_table(scores))
-    print("wrote test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv, reliability.svg")
+    if args.bootstrap:
+        print(f"[95% interval: stratified bootstrap over the {len(labels)} test images, {args.bootstrap} resamples]")
+    print(f"wrote test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv, reliability.svg"
+          f" into {out_dir}")
     return 0
+
+
+def chosen_tau(args, dataset: Path, state: dict, evaluator, evaluated: str) -> float:
+    """--logit-adjust auto: the tau with the best balanced accuracy on the VALID split; the test
+    split's labels and logits are never seen by the choice."""
+    valid = loader.scan_split(dataset, "valid", state["class_names"])
+    image_set = loader.load_images(valid, state["height"], state["width"], evaluator.device, args.cache_gb,
+                                   args.workers, not args.no_progress)
+    labels, logits = evaluator.predict(image_set, args.batchsize, args.workers, not args.no_progress, desc="valid")
+    tau, by_tau = metrics.choose_tau(labels, logits, state["class_counts"])
+    print(f"logit adjustment: tau {tau:g} (valid bacc {by_tau[tau]:.2f}, {by_tau[0.0]:.2f} at tau 0)")
+    if evaluated == "valid":
+        warnings.warn("tau was chosen on the valid split that is also evaluated: its numbers are optimistic",
+                      stacklevel=2)
+    return tau
 
 
 def main(argv=None) -> int:

@@ -8,9 +8,10 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn import metrics as skm
 
-from toolkit import metrics
+from toolkit import metrics, runs
 
 # class 0: two images, one right, one wrong (predicted 1); class 1: one image, right.
 # A stratified resample draws 2 of class 0 and 1 of class 1, so it is one of
@@ -219,8 +220,6 @@ def test_logit_adjust_tau_changes_the_numbers_by_the_prior(copied, run):
     assert run("2_test", *args)[0] == 0
     plain = pd.read_csv(run_dir / "predictions.csv")
     # probabilities after adjustment: p_c / prior_c^1.5, renormalised
-    import torch
-    from toolkit import runs
     counts = np.array(torch.load(runs.best_checkpoint(run_dir), weights_only=True)["class_counts"], dtype=float)
     names = ["alpha", "beta", "gamma"]
     probs = np.stack([plain.apply(lambda r: next(r[f"top{k}_prob"] for k in (1, 2, 3) if r[f"top{k}"] == n), axis=1)

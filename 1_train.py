@@ -182,7 +182,8 @@ def prepare(args, distributed, device, progress) -> tuple:
     """Data, model, objective and optimisers, all checked before anything is written: the Engine,
     the training and validation image sets, and what every checkpoint records about the run."""
     dataset = loader.dataset_dir(args.data_root, args.dataset)
-    splits = loader.scan_dataset(dataset, ("train", "valid"))
+    # the test split too, when there: a broken test split shows now, not after hours of training
+    splits = loader.scan_dataset(dataset, ("train", "valid") + (("test",) if (dataset / "test").is_dir() else ()))
     class_names = splits["train"].class_names
     class_counts = splits["train"].class_counts()
 

@@ -43,7 +43,8 @@ everything but <code>--seed</code> and options that do not change the result), w
 much these seeds disagree. With 3 seeds the interval is wide (the t factor is 4.30; an end below 0 or
 above 100 only says that the seeds cannot pin the mean down), and it says
 nothing about the test split's own size: 2_test.py's bootstrap interval (in each run's
-test_metrics.csv) covers that. <b>&Delta;bacc</b> compares a recipe with the baseline <b>seed by
+test_metrics.csv) covers that, and understates it for classes of a few test images (a class whose
+images are all right, or all wrong, adds no width). <b>&Delta;bacc</b> compares a recipe with the baseline <b>seed by
 seed</b> (the same seed, the same data order and initialisation), which cancels much of the luck
 that both share: its interval is usually narrower than the two recipes' intervals suggest. A green
 row's interval of the difference lies above 0, a red one's below; p is the paired t-test's

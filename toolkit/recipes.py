@@ -231,7 +231,7 @@ def format_recipes(table: pd.DataFrame) -> str:
     for _, row in table.sort_values("test_bacc_mean", ascending=False, na_position="last", kind="stable").iterrows():
         runs_text = str(row["runs"]) if row["tested"] == row["runs"] else f"{row['runs']} ({row['tested']} tested)"
         line = {"recipe": row["recipe"], "runs": runs_text, "seeds": str(row["seeds"])}
-        for metric in METRICS:
+        for metric in ("test_bacc", "test_acc", "test_macro_f1"):  # the sorting one first
             line[metric.replace("test_", "test ")] = format_value(row[f"{metric}_mean"], row[f"{metric}_ci_low"],
                                                                   row[f"{metric}_ci_high"])
         if compared:
@@ -248,6 +248,8 @@ def format_recipes(table: pd.DataFrame) -> str:
                                                            kind="stable").iterrows()):
             line["recipe"] = f"{row['model']} {row['dataset']} {line['recipe']}"
     frame = pd.DataFrame(rows)
+    width = max([len("recipe")] + [len(line["recipe"]) for line in rows])
+    frame["recipe"] = frame["recipe"].str.ljust(width)
     text = frame.to_string(index=False, justify="left")
     notes = ["recipes: mean over the seeds [95% Student-t interval]"]
     if compared:

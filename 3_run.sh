@@ -4,6 +4,10 @@
 #   bash 3_run.sh            the demo plan (below) on the embedded digits-lt dataset, ~5 min on 2 CPU cores
 #   bash 3_run.sh PLAN       another plan of this file:
 #       objectives           every objective on digits-lt, same model, epochs and seed (~15 min on 2 CPU cores)
+#       compare              every objective x seeds 0 1 2 on digits-lt, each tested, then the recipes report
+#                            against ERM: intervals over seeds, paired differences, report.html
+#                            (30 runs, ~40 min on 2 CPU cores, one run at a time; runs already in
+#                            logs/ResNet32/digits-lt join their recipes: start from an empty folder)
 #
 # Each plan stops at the first command that fails.
 set -euo pipefail
@@ -34,9 +38,24 @@ objectives() {
     python 4_report.py logs/ResNet32/$DATASET --latest
 }
 
+compare() {
+    python 0_data_split.py --demo --overwrite
+    for seed in 0 1 2; do
+        for objective in ERM CCE COT FL SPBL GHMC CB LDAM LA; do
+            python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=$objective $DEMO_SCHEDULE --seed $seed
+            python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=$objective
+        done
+        python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=LDAM --drw 21 $DEMO_SCHEDULE --seed $seed
+        python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=LDAM-DRW
+    done
+    # runs that differ only in --seed form one recipe; each recipe against ERM on the seeds both have
+    python 4_report.py logs/ResNet32/$DATASET --baseline ERM
+}
+
 plan=${1:-demo}
 case "$plan" in
     demo) demo ;;
     objectives) objectives ;;
-    *) echo "error: unknown plan '$plan'; plans in 3_run.sh: demo, objectives" >&2; exit 2 ;;
+    compare) compare ;;
+    *) echo "error: unknown plan '$plan'; plans in 3_run.sh: demo, objectives, compare" >&2; exit 2 ;;
 esac

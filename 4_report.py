@@ -1,15 +1,18 @@
-"""Compare runs: a summary table and pictures of every run below a folder of logs/.
+"""Compare runs: a summary table and pictures of every run below a folder of logs/, and the
+recipes (runs that differ only in --seed) with intervals over their seeds.
 
-    python 4_report.py logs/ResNet32/digits-lt        # default: all of logs/
+    python 4_report.py logs/ResNet32/digits-lt                  # default: all of logs/
+    python 4_report.py logs/ResNet32/digits-lt --baseline ERM   # each recipe against ERM, seed by seed
 
-writes summary.csv, valid_curves.svg and per_class_recall.svg into that folder.
+writes summary.csv, recipes.csv, report.html, valid_curves.svg and per_class_recall.svg into that folder.
 """
+import importlib
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from toolkit import cli, files, plots, runs
+from toolkit import cli, files, plots, recipes, report_page, runs
 
 SHOWN = ["model", "dataset", "objective", "datetime", "epochs", "best_valid", "test_acc", "test_bacc",
          "test_macro_f1", "test_gmean", "test_few_shot"]
@@ -21,7 +24,17 @@ def parse_args(argv=None):
                    help="a folder of logs/, e.g. logs/ResNet32/digits-lt (default: logs/)")
     p.add_argument("--latest", action="store_true",
                    help="only the newest run of each model, dataset and objective")
+    p.add_argument("--baseline", metavar="OBJECTIVE",
+                   help="compare every recipe with this one on the seeds both have: the mean difference of "
+                        "test bacc, its 95%% interval and a paired t-test (an objective folder name, e.g. ERM, "
+                        "or a recipe label when several recipes share it)")
     return p.parse_args(argv)
+
+
+def training_defaults() -> dict:
+    """1_train.py's defaults: what a run recorded before an option existed ran with."""
+    parser = importlib.import_module("1_train").build_parser()
+    return {a.dest: a.default for a in parser._actions if a.dest != "help"}
 
 
 def newest_of_each(found: list) -> list:
@@ -64,7 +77,24 @@ def report(argv=None):
         table = table.sort_values("test_bacc", ascending=False, na_position="last")
     shown = table[[c for c in SHOWN if c in table]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep="-"))
-    print(f"{len(found)} runs ({len(tested)} tested); wrote {', '.join(written)} into {args.folder}")
+
+    by_run = dict(zip(found, summaries))
+    complete = [run for run in found if recipes.finished(run, by_run[run])]
+    if len(complete) < len(found):
+        print(f"left out of the recipes: {len(found) - len(complete)} unfinished run(s) (still training, or "
+              f"stopped before their last epoch): {', '.join(str(r) for r in found if r not in complete)}")
+    if not complete:
+        raise cli.UserError(f"no finished runs below {args.folder}: recipes need runs that trained all their epochs")
+    grouped = recipes.group_runs(complete, training_defaults())
+    table = recipes.recipes_table(grouped, by_run, args.baseline)
+    files.write_csv(args.folder / "recipes.csv", table.to_dict("records"))
+    report_page.write_page(args.folder / "report.html",
+                           report_page.build_page(args.folder, grouped, table, by_run, args.baseline))
+    written += ["recipes.csv", "report.html"]
+    print()
+    print(recipes.format_recipes(table))
+    print(f"{len(found)} runs ({len(tested)} tested), {len(complete)} finished in {len(grouped)} recipes; wrote {', '.join(written)} "
+          f"into {args.folder}")
     return 0
 
 

@@ -227,7 +227,137 @@ def prediction_rows(paths, logits, class_names, labels=None, top_k=5) -> list[di
 
 
 def format_table(scores: dict) -> str:
-    """The metrics as two aligned columns; NaN (an empty group) prints as '-'."""
-    width = max(len(name) for name in scores)
-    return "\n".join(f"{name:<{width}}  {'-' if math.isnan(value) else f'{value:8.2f}'}"
-                     for name, value in scores.items())
+    """The metrics as two aligned columns; NaN (an empty group) prints as '-'. A metric with
+    `<name>_ci_low` and `<name>_ci_high` in `scores` prints as `82.56 [74.10, 90.20]`; other values
+    that are not numbers (a tau chosen on the validation split, say) print as they are."""
+    shown = {name: value for name, value in scores.items()
+             if not (name.endswith(("_ci_low", "_ci_high")) and name.rsplit("_ci_", 1)[0] in scores)}
+    width = max(len(name) for name in shown)
+
+    def cell(name, value):
+        if not isinstance(value, (int, float)):
+            return f"{value:>8}"
+        if f"{name}_ci_low" in scores:
+            return f"{value:8.2f} [{format_value(scores[name + '_ci_low'])}, {format_value(scores[name + '_ci_high'])}]"
+        return f"{'-':>8}" if math.isnan(value) else f"{value:8.2f}"
+    return "\n".join(f"{name:<{width}}  {cell(name, value)}" for name, value in shown.items())
+
+
+# ---------------------------------------------------------------- uncertainty and post-hoc adjustment
+
+BOOTSTRAPPED = ("acc", "bacc", "macro_f1")
+# the resamples are processed in chunks of about this many drawn indices (bounded memory on big test sets)
+_BOOTSTRAP_CHUNK = 4_000_000
+
+
+def stratified_indices(labels, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, N) indices into `labels`: each row draws, with replacement, as many images of
+    each class as the class has, from that class only (a stratified bootstrap: supports are fixed)."""
+    labels = _to_numpy(labels).astype(np.int64).reshape(-1)
+    members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    return np.concatenate([m[rng.integers(0, len(m), size=(resamples, len(m)))] for m in members], axis=1)
+
+
+def _per_class_counts(classes, indices, num_classes, weights=None) -> np.ndarray:
+    """(R, K) counts of `classes[indices]` per resample row (optionally weighted), one bincount."""
+    resamples = len(indices)
+    cells = classes[indices] + (np.arange(resamples) * num_classes)[:, None]
+    flat_weights = None if weights is None else weights[indices].ravel()
+    counts = np.bincount(cells.ravel(), weights=flat_weights, minlength=resamples * num_classes)
+    return counts.reshape(resamples, num_classes)
+
+
+def bootstrap_samples(labels, logits, resamples=1000, seed=0) -> dict:
+    """acc, bacc and macro_f1 (%) of `resamples` stratified bootstrap resamples of the test images:
+    {metric: array (resamples,)}. The definitions are those of test_metrics: bacc and macro_f1 average
+    over the classes present in the labels (the same classes in every resample, as each keeps its
+    support), a prediction of an absent class still counts as a miss of its true class."""
+    labels, logits = _as_numpy(labels, logits)
+    preds, num_classes = logits.argmax(axis=1), logits.shape[1]
+    correct = (preds == labels).astype(np.float64)
+    present = np.unique(labels)
+    support = np.bincount(labels, minlength=num_classes)[present].astype(np.float64)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOTSTRAP_CHUNK // len(labels))
+    found = {name: [] for name in BOOTSTRAPPED}
+    for start in range(0, resamples, chunk):
+        indices = stratified_indices(labels, min(chunk, resamples - start), rng)
+        # true positives and predictions per class: all that acc, bacc and F1 need of the confusion matrix
+        hits = _per_class_counts(labels, indices, num_classes, correct)[:, present]
+        predicted = _per_class_counts(preds, indices, num_classes)[:, present]
+        found["acc"].append(100.0 * hits.sum(axis=1) / len(labels))
+        found["bacc"].append(100.0 * (hits / support).mean(axis=1))
+        # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (support + predicted); support > 0 for a present class
+        found["macro_f1"].append(100.0 * (2 * hits / (support + predicted)).mean(axis=1))
+    return {name: np.concatenate(parts) for name, parts in found.items()}
+
+
+def bootstrap_intervals(labels, logits, resamples=1000, seed=0, confidence=0.95) -> dict:
+    """Percentile bootstrap intervals (%) of acc, bacc and macro_f1 over the test images, stratified
+    by class and seeded: {"acc_ci_low", "acc_ci_high", "bacc_ci_low", ...}. The interval says how
+    much the number would move on another test split of the same size and class supports; it says
+    nothing about the variation between training runs (seeds: see recipes.py)."""
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    tail = 100.0 * (1 - confidence) / 2
+    intervals = {}
+    for name, values in bootstrap_samples(labels, logits, resamples, seed).items():
+        low, high = np.percentile(values, [tail, 100.0 - tail])
+        intervals.update({f"{name}_ci_low": float(low), f"{name}_ci_high": float(high)})
+    return intervals
+
+
+def with_intervals(scores: dict, intervals: dict) -> dict:
+    """`scores` with each metric's _ci_low and _ci_high right after it."""
+    merged = {}
+    for name, value in scores.items():
+        merged[name] = value
+        for end in ("_ci_low", "_ci_high"):
+            if name + end in intervals:
+                merged[name + end] = intervals[name + end]
+    return merged
+
+
+def log_prior(train_counts) -> np.ndarray:
+    """log of the training class frequencies; every class needs at least one training image."""
+    counts = _to_numpy(train_counts).astype(np.float64).reshape(-1)
+    if (counts <= 0).any():
+        raise ValueError("logit adjustment needs a training count above 0 for every class")
+    return np.log(counts / counts.sum())
+
+
+def adjust_logits(logits, train_counts, tau: float):
+    """Post-hoc logit adjustment (Menon et al., ICLR 2021): logits - tau * log(training prior).
+    tau = 0 returns `logits` itself, so its numbers are exactly those of the plain logits."""
+    if tau == 0:
+        return logits
+    values = _to_numpy(logits).astype(np.float64)
+    return values - tau * log_prior(_counts_per_class(train_counts, values.shape[1]))
+
+
+TAU_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # 0, 0.1, ..., 2
+
+
+def choose_tau(labels, logits, train_counts, grid=TAU_GRID) -> tuple:
+    """The tau of `grid` with the highest balanced accuracy of the adjusted logits, ties to the
+    smaller tau; returns (tau, {tau: bacc}). Give it VALIDATION labels and logits: a tau chosen
+    on the test split makes the test numbers optimistic."""
+    labels, logits = _as_numpy(labels, logits)
+    present = np.unique(labels)
+    found = {}
+    for tau in sorted(grid):
+        preds = adjust_logits(logits, train_counts, tau).argmax(axis=1)
+        found[tau] = float(_recalls(labels, preds, present).mean())
+    best = max(found.values())
+    return next(tau for tau, value in found.items() if value == best), found
+
+
+def format_value(value, low=None, high=None) -> str:
+    """`82.56`, `82.56 [74.10, 90.20]` with an interval, `-` for NaN or None."""
+    def shown(v):
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+    if low is None and high is None:
+        return shown(value)
+    return f"{shown(value)} [{shown(low)}, {shown(high)}]"

@@ -1,11 +1,14 @@
 """Figures as SVG: training curves, confusion matrix, reliability diagram, comparisons of runs.
 
-Every function writes one SVG to `path` atomically (files.write_atomically). Figures are made
+Every function writes one SVG to `path` atomically (files.write_atomically); the *_svg functions
+return the SVG as text instead, to inline in an HTML page (report_page). Figures are made
 without pyplot and styled per figure, so importing this module changes no global setting. Text
 stays text in the SVG, so class names can be searched and copied. Rates are in percent,
 as metrics.py gives them.
 """
 import functools
+import io
+import re
 from pathlib import Path
 
 import matplotlib
@@ -91,6 +94,10 @@ def _class_axis_size(num_classes, per_class=0.35, minimum=4.0) -> float:
 @styled
 def confusion_matrix(counts, class_names, path, order=None):
     """Row-normalised confusion matrix (rows true, columns predicted), classes in `order`."""
+    _save(_confusion_figure(counts, class_names, order), path)
+
+
+def _confusion_figure(counts, class_names, order=None, title=None):
     order = list(range(len(class_names))) if order is None else list(order)
     fractions = _row_normalised(np.asarray(counts)[np.ix_(order, order)])
     names = [class_names[i] for i in order]
@@ -110,7 +117,9 @@ def confusion_matrix(counts, class_names, path, order=None):
             if value > 0:
                 ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if value > 0.5 else "black")
-    _save(fig, path)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
 
 
 @styled
@@ -168,3 +177,98 @@ def per_class_recall(runs: list[tuple[str, pd.DataFrame]], path):
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
+
+
+# ---------------------------------------------------------------- figures of recipes (seeds pooled), as SVG text
+
+BAND_ALPHA = 0.2
+
+
+def svg_text(fig) -> str:
+    """The figure as an <svg> element (no XML prolog, DOCTYPE or metadata: ready to inline in HTML).
+    A colour bar is an embedded PNG (a data: URI), still inside the SVG."""
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    text = buffer.getvalue()
+    # the RDF metadata names creativecommons.org and purl.org: nothing a page needs, nor should point to
+    return re.sub(r"<metadata>.*?</metadata>\s*", "", text[text.index("<svg"):], flags=re.S)
+
+
+def epoch_band(frames: list, column: str) -> pd.DataFrame:
+    """mean, std (NaN for one run) and the number of runs of `column` per epoch over the frames
+    that have it (an early-stopped run ends its share early)."""
+    parts = [f[["epoch", column]] for f in frames if column in f and len(f)]
+    values = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"epoch": [], column: []})
+    grouped = values.groupby("epoch")[column]
+    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1), "runs": grouped.count()})
+
+
+@styled
+def valid_bands_svg(recipes: list[tuple[str, list]], columns=("acc", "bacc")) -> str:
+    """Validation curves of recipes, (label, [valid frame of each run]): the mean over the runs
+    per epoch, a band of mean +- one standard deviation, one panel per column present."""
+    columns = [c for c in columns if any(c in f for _, frames in recipes for f in frames)]
+    fig, axes = _figure(1, max(1, len(columns)), figsize=(5.6 * max(1, len(columns)), 4), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        for label, frames in recipes:
+            band = epoch_band(frames, column)
+            if not len(band):
+                continue
+            runs_text = f"{int(band['runs'].max())} run{'s' if band['runs'].max() > 1 else ''}"
+            line, = ax.plot(band.index, band["mean"], marker="o", markersize=2, label=f"{label} ({runs_text})")
+            spread = band["std"].fillna(0)
+            ax.fill_between(band.index, band["mean"] - spread, band["mean"] + spread, color=line.get_color(),
+                            alpha=BAND_ALPHA, linewidth=0)
+        ax.set_title(f"valid {column}: mean \u00b1 std over seeds", fontsize=10)
+        _finish_epoch_axes(ax, f"valid {column} (%)")
+        ax.legend(fontsize=8, loc="lower right")
+    return svg_text(fig)
+
+
+@styled
+def per_class_recall_svg(recipes: list[tuple[str, list]]) -> str:
+    """Per-class test recall of recipes, (label, [metrics.per_class frame of each run]): the mean
+    over the runs with error bars of one standard deviation; classes head to tail as in the first
+    frame, the recipes side by side within each class."""
+    classes = recipes[0][1][0]["class"].astype(str).tolist()
+    fig, ax = _figure(figsize=(max(7.0, 0.55 * len(classes) + 2), 4.2))
+    positions = np.arange(len(classes))
+    width = 0.8 / max(1, len(recipes))
+    for i, (label, frames) in enumerate(recipes):
+        table = pd.DataFrame({n: f.assign(**{"class": f["class"].astype(str)}).set_index("class")["recall"]
+                              .reindex(classes).to_numpy() for n, f in enumerate(frames)}, index=classes)
+        mean, std = table.mean(axis=1), table.std(axis=1, ddof=1).fillna(0)
+        offset = (i - (len(recipes) - 1) / 2) * width
+        below, above = np.minimum(std, mean), np.minimum(std, 100 - mean)  # a recall lies in [0, 100]
+        ax.errorbar(positions + offset, mean, yerr=[below, above], fmt="o", markersize=3, capsize=2, elinewidth=1,
+                    label=f"{label} ({len(frames)} run{'s' if len(frames) > 1 else ''})", clip_on=False)
+    ax.set_xticks(positions, classes, rotation=90 if len(classes) > 12 else 0, fontsize=8)
+    ax.set(xlabel="class (most to least frequent in training)", ylabel="test recall (%)", ylim=(-3, 103))
+    ax.set_title("per-class test recall: mean \u00b1 std over seeds", fontsize=10, pad=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    return svg_text(fig)
+
+
+@styled
+def confusion_matrix_svg(counts, class_names, order=None, title=None) -> str:
+    """confusion_matrix as SVG text, with an optional title."""
+    return svg_text(_confusion_figure(counts, class_names, order, title))
+
+
+_SVG_ID = re.compile(r'\bid="([^"]+)"')
+
+
+def prefix_svg_ids(svg: str, prefix: str) -> str:
+    """Give every id of an SVG (and every reference to one: url(#..), href="#..") a prefix, so
+    that several SVGs inlined in one page cannot collide."""
+    ids = set(_SVG_ID.findall(svg))
+    if not ids:
+        return svg
+
+    def renamed(match):
+        name = match.group(2)
+        return f"{match.group(1)}{prefix}{name}" if name in ids else match.group(0)
+    svg = re.sub(r'(\bid=")([^"]+)', renamed, svg)
+    svg = re.sub(r"(url\(#)([^)]+)", renamed, svg)
+    return re.sub(r'(href="#)([^"]+)', renamed, svg)

@@ -295,10 +295,27 @@ def test_ghmc_moving_average_after_two_batches():
     rows, targets = [[1.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 3.0, 0.0]], [0, 0, 1]
     assert [int((1 - softmax(r)[y]) * 3) for r, y in zip(rows, targets)] == [1, 0, 0]  # counts [2, 1, 0]
     loss = value(module, rows, targets)
-    counts = [0.75 * 1 + 0.25 * 2, 0.75 * 0 + 0.25 * 1, 0.75 * 2 + 0.25 * 0]  # [1.25, 0.25, 1.5]
+    counts = [0.75 * 1 + 0.25 * 2, 0.75 * 0 + 0.25 * 1, 2]  # bin 2 is empty in this batch: it keeps its 2
     assert (module.bin_fraction * 3).tolist() == pytest.approx(counts, rel=1e-6)
     beta = [3 / (counts[1] * 2), 3 / (counts[0] * 2), 3 / (counts[0] * 2)]  # N / (count * non-empty bins)
     expected = sum(b * cross_entropy(r, y) for b, r, y in zip(beta, rows, targets)) / 3
+    assert loss == pytest.approx(expected, rel=1e-6)
+
+
+def test_ghmc_empty_bins_keep_their_average():
+    # as in the reference (mmdetection's ghm_loss.py): only the bins non-empty in a batch move
+    module = build("GHMC", ghm_bins=3, ghm_momentum=0.75)
+    module(*tensors())  # first batch: fractions [1/3, 0, 2/3]
+    confident = [[6.0, 0.0, 0.0], [0.0, 6.0, 0.0], [0.0, 0.0, 6.0]]  # g ~ 0.005: bin 0 only
+    for _ in range(5):
+        module(*tensors(confident, [0, 1, 2]))
+    bin_0 = 0.75 ** 5 / 3 + (1 - 0.75 ** 5)
+    assert module.bin_fraction.tolist() == pytest.approx([bin_0, 0.0, 2 / 3], rel=1e-6)
+    # a later sample in bin 2 is weighted by bin 2's kept density, not by a decayed one
+    rows, targets = [[6.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [0, 0]  # bins 0 and 2
+    loss = value(module, rows, targets)
+    fractions = [0.75 * bin_0 + 0.25 * 0.5, 0.0, 0.75 * 2 / 3 + 0.25 * 0.5]
+    expected = sum(cross_entropy(r, y) / (fractions[b] * 2) for r, y, b in zip(rows, targets, [0, 2])) / 2
     assert loss == pytest.approx(expected, rel=1e-6)
 
 

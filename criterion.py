@@ -227,5 +227,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "cross-entropy (default: %(default)s)")
     add("--drw", type=positive_int, default=DEFAULTS["drw"], metavar="EPOCH",
         help="deferred re-weighting with ERM, FL or LDAM: from EPOCH on, counted from 1 as in train.csv, "
-             "weigh samples by the class-balanced weights of --cb-beta (LDAM-DRW: --drw 160; the "
-             "reference code switches one epoch later, at 161) (default: off)")
+             "weigh samples by the class-balanced weights w of --cb-beta, loss sum w l / sum w. With FL this "
+             "is sum w (1 - p_y)^gamma CE / sum w, which differs from the LDAM-DRW reference code: it takes "
+             "the modulator from the weighted CE, (1 - exp(-w CE))^gamma w CE, and divides by N. The "
+             "reference switches at its 0-based epoch 160: --drw 161 (not 160) reproduces it (default: off)")

@@ -238,10 +238,8 @@ def train_epochs(args, run, run_dir, about, train_set, valid_set, log, done, pro
             if run.distributed.agree(stop.requested, 0):
                 break
             started = time.monotonic()
-            draws = run.criterion.epoch_draws(epoch, args.epochs, train_set.labels.cpu(), lambda: run.predict(
-                train_set, args.batchsize, args.workers, False, desc="spbl")[1])
             order = loader.epoch_order(train_set.labels, args.seed, epoch, args.sampler, args.epochs, args.drs,
-                                       rank, world, draws)
+                                       rank, world)
             order = loader.drop_single_last(order, args.batchsize)
             generator = loader.epoch_generator(args.seed + rank, epoch, run.device)
             if unfinished:
@@ -252,7 +250,6 @@ def train_epochs(args, run, run_dir, about, train_set, valid_set, log, done, pro
                 if log:
                     save_last(run_dir, run, about, epoch, best, unfinished, generator)
                 break
-            train_row.update(run.criterion.epoch_log())
             labels, logits = run.predict(valid_set, args.batchsize, args.workers, progress, desc="validate")
             valid_row = {"epoch": epoch + 1, **metrics.epoch_metrics(labels, logits), "lr": train_row["lr"]}
             improved = valid_row[args.monitor] > best["value"]

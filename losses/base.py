@@ -11,9 +11,7 @@ The contract:
 - Hooks, always called, each doing nothing unless an objective needs it:
   `adapt_model(model)` once before training (LDAM's cosine classifier), `step_losses()` the losses
   minimised one after another on each batch, one optimiser each (COT's second step),
-  `set_epoch(epoch, epochs)` before each training epoch, `end_epoch(gather)` after its last batch,
-  `epoch_draws(...)` before set_epoch (which images the epoch draws; None: --sampler's) and
-  `epoch_log()` after the epoch (extra columns of its train.csv row).
+  `set_epoch(epoch, epochs)` before each training epoch, `end_epoch(gather)` after its last batch.
 - `supports_mixed_targets`: whether the loss is a mean of per-sample terms, so that a mixed batch
   (mixup, cutmix) can be scored as lambda L(y_a) + (1 - lambda) L(y_b) per sample.
 - State that matters for resume lives in buffers or extra state, so `state_dict` carries it.
@@ -42,19 +40,6 @@ class Objective(nn.Module):
     def end_epoch(self, gather=None) -> None:
         """Called after the last training batch of each epoch; `gather` concatenates a tensor over
         torchrun's processes (None in a single process)."""
-
-    def epoch_draws(self, epoch: int, epochs: int, labels: torch.Tensor, training_logits) -> torch.Tensor | None:
-        """Called by the training loop at the start of every training epoch (0-based epoch), before
-        set_epoch. Returns how many times each training image (indexed as `labels`, a CPU long tensor)
-        is drawn this epoch -- 0 leaves it out, 2 draws it twice -- or None to leave sampling to --sampler.
-        training_logits() runs the model in eval mode without augmentation over the whole training set and
-        returns float32 (N, K) logits on the CPU, identical in every torchrun process; it costs one
-        evaluation pass, so call it only at stage boundaries."""
-        return None
-
-    def epoch_log(self) -> dict:
-        """Extra columns for the epoch's train.csv row, after the standard five (none here)."""
-        return {}
 
 
 class PerSampleLoss(Objective):

@@ -351,19 +351,16 @@ def draws_per_image(labels: torch.Tensor, sampler: str, generator, epoch=0, epoc
 
 
 def epoch_order(labels: torch.Tensor, seed: int, epoch: int, sampler="instance", epochs=1, drs=None,
-                rank=0, world=1, draws=None) -> torch.Tensor:
+                rank=0, world=1) -> torch.Tensor:
     """The image indices this process trains on in one epoch, in order.
 
     Every process computes the same draws (seeded by seed and epoch) and takes its own share:
     whole images (with all their repeats) are dealt to the processes in a random order, most
     repeated first, back and forth (0, 1, 1, 0, 0, 1, ...) so the shares come out nearly equal; two
     processes never train on the same image in an epoch. The shares are then cut to the same
-    length (a process per GPU must run the same number of steps), dropping at most a few draws.
-    `draws` (per image, e.g. the objective's epoch_draws) replaces the sampler's when given."""
+    length (a process per GPU must run the same number of steps), dropping at most a few draws."""
     generator = epoch_generator(seed, epoch)
-    if draws is None:
-        draws = draws_per_image(labels.cpu(), sampler_at(sampler, epoch, drs), generator, epoch, epochs)
-    draws = draws.cpu().long()
+    draws = draws_per_image(labels.cpu(), sampler_at(sampler, epoch, drs), generator, epoch, epochs)
     images = torch.nonzero(draws).flatten()
     images = images[torch.randperm(len(images), generator=generator)]
     images = images[torch.sort(draws[images], descending=True, stable=True).indices]

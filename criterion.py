@@ -6,6 +6,7 @@ slots in by writing its class in losses/ and adding a row to OBJECTIVES (and its
 add_arguments).
 """
 import argparse
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,7 +23,7 @@ from losses.cross_entropy import (
 from losses.focal import FocalLoss
 from losses.ghm import GradientHarmonizing
 from losses.margin import LDAMLoss
-from losses.self_paced import SelfPacedBalance
+from losses.self_paced import MAX_WEIGHT, PACES, SelfPacedBalance
 from toolkit.cli import (
     UserError,
     non_negative_float,
@@ -35,8 +36,9 @@ DEFAULTS = {
     "ccegamma": 5.0,
     "flgamma": 2.0,
     "flalpha": None,
-    "spbl_start": 0.5,
-    "spbl_full": 0.8,
+    "spbl_paces": PACES,
+    "spbl_max_weight": MAX_WEIGHT,
+    "spbl_resample": True,
     "ghm_bins": 30,
     "ghm_momentum": 0.75,
     "cb_beta": 0.9999,
@@ -103,7 +105,8 @@ def build_focal(class_counts, args):
 
 def build_spbl(class_counts, args):
     counts = _counts(class_counts, "SPBL", True)
-    return SelfPacedBalance(counts, _arg(args, "spbl_start"), _arg(args, "spbl_full"))
+    return SelfPacedBalance(counts, _arg(args, "spbl_paces"), _arg(args, "spbl_max_weight"),
+                            _arg(args, "spbl_resample"))
 
 
 def build_ghmc(class_counts, args):
@@ -140,7 +143,9 @@ OBJECTIVES = {
     "CCE": Objective(build_cce, "complement cross-entropy: CE + gamma * complement entropy term (--ccegamma)"),
     "COT": Objective(build_cot, "complement objective training: a CE step, then a complement-entropy step"),
     "FL": Objective(build_focal, "focal loss (--flgamma, --flalpha)", drw=True),
-    "SPBL": Objective(build_spbl, "self-paced balance learning (--spbl-start, --spbl-full)"),
+    "SPBL": Objective(build_spbl, "self-paced balance learning: paced per-class selection by rank, bounded "
+                                  "class weights and resampling by complexity (--spbl-paces, --spbl-max-weight, "
+                                  "--spbl-resample)"),
     "GHMC": Objective(build_ghmc, "gradient harmonizing classification loss (--ghm-bins, --ghm-momentum)"),
     "CB": Objective(build_cb, "class-balanced cross-entropy (--cb-beta)"),
     "LDAM": Objective(build_ldam, "label-distribution-aware margin, cosine classifier (--ldam-max-m, --ldam-s)",
@@ -194,6 +199,20 @@ def _focal_alpha(text: str):
         raise argparse.ArgumentTypeError(f"must be a number in (0, 1] or 'cb', got {text!r}") from e
 
 
+class _Withdrawn(argparse.Action):
+    """An option of SPBL's withdrawn definition: using it is a UserError that names the new ones."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS,
+                         help=kwargs.get("help"))
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise UserError(f"{option_string} belonged to SPBL's withdrawn definition (loss-quantile thresholds) and "
+                        f"is gone; SPBL now trains in stages of pace shares: use --spbl-paces R [R ...] "
+                        f"(default: 0.5 0.75 0.9 1 1), --spbl-max-weight W (default: 10) and "
+                        f"--spbl-resample / --no-spbl-resample")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every objective hyper-parameter, in the group "objective hyper-parameters"."""
     group = parser.add_argument_group("objective hyper-parameters")
@@ -206,11 +225,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--flalpha", type=_focal_alpha, default=DEFAULTS["flalpha"],
         help="FL: alpha, a number in (0, 1] for every class, or 'cb' for the class-balanced weights of "
              "--cb-beta (default: none)")
-    add("--spbl-start", type=_number_in(0.0, 1.0, False, False), default=DEFAULTS["spbl_start"],
-        help="SPBL: quantile r of each class's losses kept in the first epochs, in [0, 1] (default: %(default)s)")
-    add("--spbl-full", type=_number_in(0.0, 1.0, True, False), default=DEFAULTS["spbl_full"],
-        help="SPBL: fraction of the epochs after which r reaches 1 and every sample counts, in (0, 1] "
-             "(default: %(default)s)")
+    add("--spbl-paces", type=_number_in(0.0, 1.0, True, False), nargs="+", default=DEFAULTS["spbl_paces"],
+        metavar="R", help="SPBL: the share r in (0, 1] of each class (its easiest ceil(r n_c) images) that trains "
+                          "in each stage after a first stage of plain CE on every image; the 1 + (number of R) stages "
+                          "split the epochs evenly (default: 0.5 0.75 0.9 1 1, the authors')")
+    add("--spbl-max-weight", type=_number_in(1.0, math.inf, False, True), default=DEFAULTS["spbl_max_weight"],
+        help="SPBL: class weights run from 1 (least complex class) to this (most complex), by rank, before "
+             "they are scaled to average 1 per training image; 1 weighs classes equally (default: %(default)s)")
+    add("--spbl-resample", action=argparse.BooleanOptionalAction, default=DEFAULTS["spbl_resample"],
+        help="SPBL: the authors' curriculum reconstruction, per-class draws handed out by complexity rank "
+             "within bounds (default: on)")
+    for withdrawn in ("--spbl-start", "--spbl-full"):
+        add(withdrawn, action=_Withdrawn, help=argparse.SUPPRESS)
     add("--ghm-bins", type=positive_int, default=DEFAULTS["ghm_bins"],
         help="GHMC: number of gradient-norm bins on [0, 1] (default: %(default)s)")
     add("--ghm-momentum", type=_number_in(0.0, 1.0, False, True), default=DEFAULTS["ghm_momentum"],
@@ -227,5 +253,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "cross-entropy (default: %(default)s)")
     add("--drw", type=positive_int, default=DEFAULTS["drw"], metavar="EPOCH",
         help="deferred re-weighting with ERM, FL or LDAM: from EPOCH on, counted from 1 as in train.csv, "
-             "weigh samples by the class-balanced weights of --cb-beta (LDAM-DRW: --drw 160; the "
-             "reference code switches one epoch later, at 161) (default: off)")
+             "weigh samples by the class-balanced weights w of --cb-beta, loss sum w l / sum w. With FL this "
+             "is sum w (1 - p_y)^gamma CE / sum w, which differs from the LDAM-DRW reference code: it takes "
+             "the modulator from the weighted CE, (1 - exp(-w CE))^gamma w CE, and divides by N. The "
+             "reference switches at its 0-based epoch 160: --drw 161 (not 160) reproduces it (default: off)")

@@ -12,10 +12,16 @@ class GradientHarmonizing(Objective):
     1 / (d_{b(i)} * m) with d_b the moving average (momentum mu) of bin b's fraction of the batch and
     m the number of bins non-empty in this batch (as in the reference code); loss = sum beta_i CE_i / N.
 
-    Decision: the moving average is over every bin's batch fraction (count / N; an empty bin decays
-    towards 0), initialised to the first batch's fractions. For a constant batch size this is exactly
-    the spec's N / (moving count * m); keeping fractions means a smaller last batch is not
-    up-weighted, and 1 bin is ERM for any batch size.
+    The moving average: d_b is kept as bin b's fraction of the batch (count / N), initialised to the
+    first batch's fractions; after that only the bins non-empty in the batch move,
+    d_b <- mu d_b + (1 - mu) count_b / N, and an empty bin keeps its average, as in the reference
+    (GHM_Detection, mmdetection/mmdet/core/loss/ghm_loss.py lines 42-52 at commit 3647287, and the
+    same block of GHMC.forward in mmdetection's mmdet/models/losses/ghm_loss.py, which GHM_Detection
+    uses as a submodule since 2019: `if num_in_bin > 0: acc_sum[i] = mmt * acc_sum[i] + ...`). The
+    reference starts its moving counts at 0; the first-batch start is ours (the first batch is
+    weighted by its own density; a bin empty in it starts at 0, as there). With a constant batch
+    size N, N d_b is the reference's moving count and beta its tot / (acc_sum * n); keeping
+    fractions means a smaller last batch is not up-weighted, and 1 bin is ERM for any batch size.
     """
 
     def __init__(self, bins: int, momentum: float):
@@ -36,8 +42,9 @@ class GradientHarmonizing(Objective):
         bin_index = (gradient_norm * self.bins).long().clamp(0, self.bins - 1)
         batch_count = torch.zeros(self.bins, device=ce.device).scatter_add_(0, bin_index, torch.ones_like(ce))
         batch_fraction = batch_count / len(ce)
+        non_empty = batch_count > 0
         moved = self.momentum * self.bin_fraction + (1.0 - self.momentum) * batch_fraction
+        moved = torch.where(non_empty, moved, self.bin_fraction)  # empty bins keep their average
         self.bin_fraction.copy_(torch.where(self.initialised, moved, batch_fraction))
         self.initialised.fill_(True)
-        non_empty_bins = (batch_count > 0).sum()
-        return 1.0 / (self.bin_fraction[bin_index] * non_empty_bins)
+        return 1.0 / (self.bin_fraction[bin_index] * non_empty.sum())

@@ -11,7 +11,6 @@ import get_model
 from losses.base import Objective
 from losses.complement import complement_entropy
 from losses.cross_entropy import class_balanced_weights
-from losses.self_paced import per_class_quantile
 from toolkit.cli import ArgumentParser, UserError
 
 LOGITS = [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 3.0]]
@@ -183,103 +182,6 @@ def test_focal_cb_alpha_value():
     assert value(build("FL", flalpha="cb", flgamma=3.0, cb_beta=0.9)) == pytest.approx(expected, rel=1e-6)
 
 
-def test_spbl_first_epoch_value():
-    # all samples count; w_c proportional to 1/n_c with sum_c n_c w_c = sum n = 17, i.e. w_c = 17 / (3 n_c)
-    weights = [17 / (3 * n) for n in COUNTS]
-    expected = sum(weights[y] * cross_entropy(r, y) for r, y in zip(LOGITS, TARGETS)) / 3
-    module = build("SPBL")
-    module.set_epoch(0, 10)
-    assert value(module) == pytest.approx(expected, rel=1e-6)
-
-
-def test_spbl_second_epoch_excludes_sample_above_its_class_threshold():
-    counts = [4, 2, 2]
-    easy_rows = [[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]]
-    hard_rows = [[0.0, 0.0, 0.0]] * 3
-    rows, targets = easy_rows + hard_rows, [0, 1, 2, 0, 1, 2]
-    easy, hard = math.log(1 + 2 * math.exp(-2)), math.log(3)
-    module = build("SPBL", counts)
-    module.set_epoch(0, 10)
-    module(*tensors(rows, targets))
-    module.end_epoch()
-    # r_1 = 0.5 + 0.5 * min(1, 1 / (0.8 * 10)) = 0.5625; each class's CE is [easy, hard]
-    threshold = easy + 0.5625 * (hard - easy)
-    assert module.thresholds.tolist() == pytest.approx([threshold] * 3, rel=1e-6)
-    # equal mean CE per class, so w_c = (1/n_c) * 8 / 3
-    weights = [8 / (3 * n) for n in counts]
-    assert module.class_weight.tolist() == pytest.approx(weights, rel=1e-6)
-    module.set_epoch(1, 10)
-    expected = sum(weights[c] * easy for c in range(3)) / 3  # the hard samples do not count
-    assert value(module, rows, targets) == pytest.approx(expected, rel=1e-6)
-
-
-def test_spbl_weights_follow_class_hardness():
-    # class 0 easy (CE e), class 1 hard (CE log 3), class 2 unseen (mean of all counted CE)
-    module = build("SPBL", [2, 2, 4])
-    module.set_epoch(0, 10)
-    module(*tensors([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [0, 1]))
-    module.end_epoch()
-    easy, hard = math.log(1 + 2 * math.exp(-2)), math.log(3)
-    mean_ce = [easy, hard, (easy + hard) / 2]
-    raw = [math.exp(m) / n for m, n in zip(mean_ce, [2, 2, 4])]
-    scale = 8 / sum(n * w for n, w in zip([2, 2, 4], raw))
-    assert module.class_weight.tolist() == pytest.approx([w * scale for w in raw], rel=1e-6)
-    assert module.thresholds[2].item() == math.inf
-
-
-def test_spbl_all_samples_count_once_pace_reaches_one():
-    module = build("SPBL", spbl_start=0.5, spbl_full=0.5)
-    logits, targets = tensors()
-    run_epoch(module, [(logits, targets)], epoch=3, epochs=10)  # next pace: epoch 4 of 5 ramp epochs
-    assert module.thresholds.isfinite().all()
-    run_epoch(module, [(logits, targets)], epoch=4, epochs=10)  # next pace: epoch 5 -> r = 1
-    assert module.thresholds.isinf().all()
-
-
-def test_spbl_gather_is_applied():
-    module = build("SPBL", [2, 2, 2])
-    module.set_epoch(0, 10)
-    module(*tensors([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [0, 0]))
-    module.end_epoch(gather=lambda t: torch.cat([t, t]))  # as if a second process saw the same batch
-    easy, hard = math.log(1 + 2 * math.exp(-2)), math.log(3)
-    # class 0 values [easy, easy, hard, hard]: position 0.5625 * 3 = 1.6875
-    assert module.thresholds[0].item() == pytest.approx(easy + 0.6875 * (hard - easy), rel=1e-6)
-
-
-def test_spbl_end_epoch_without_records_keeps_state_but_still_gathers():
-    module = build("SPBL")
-    before = {k: v.clone() for k, v in module.state_dict().items() if torch.is_tensor(v)}
-    gathered = []
-    module.end_epoch(gather=lambda t: gathered.append(t) or t)
-    assert len(gathered) == 3  # a process with no batch must still join the collective
-    assert all(torch.equal(v, module.state_dict()[k]) for k, v in before.items())
-
-
-def test_spbl_records_of_an_unfinished_epoch_survive_a_state_dict_round_trip():
-    module = build("SPBL")
-    module.set_epoch(0, 10)
-    module(*tensors([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [0, 1]))  # half an epoch, then a checkpoint
-    restored = build("SPBL")
-    restored.load_state_dict(module.state_dict())
-    for finished in (module, restored):
-        finished.set_epoch(0, 10)
-        finished(*tensors([[0.0, 0.0, 3.0]], [2]))
-        finished.end_epoch()
-    assert torch.equal(module.thresholds, restored.thresholds)
-    assert torch.equal(module.class_weight, restored.class_weight)
-
-
-def test_per_class_quantile_matches_torch_quantile():
-    generator = torch.Generator().manual_seed(0)
-    values = torch.randn(200, generator=generator)
-    classes = torch.randint(0, 4, (200,), generator=generator)
-    for q in [0.0, 0.3, 0.5, 0.77, 1.0]:
-        ours = per_class_quantile(values, classes, 5, q)
-        for c in range(4):
-            assert ours[c].item() == pytest.approx(torch.quantile(values[classes == c], q).item(), rel=1e-6)
-        assert ours[4].item() == math.inf
-
-
 def test_ghmc_first_batch_value():
     # g = 1 - p_y: 0.21 (bin 0), 0.79 (bin 2), 0.89 (bin 2) with 3 bins; fractions [1/3, 0, 2/3], 2 non-empty
     g = [1 - softmax(r)[y] for r, y in zip(LOGITS, TARGETS)]
@@ -295,10 +197,27 @@ def test_ghmc_moving_average_after_two_batches():
     rows, targets = [[1.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 3.0, 0.0]], [0, 0, 1]
     assert [int((1 - softmax(r)[y]) * 3) for r, y in zip(rows, targets)] == [1, 0, 0]  # counts [2, 1, 0]
     loss = value(module, rows, targets)
-    counts = [0.75 * 1 + 0.25 * 2, 0.75 * 0 + 0.25 * 1, 0.75 * 2 + 0.25 * 0]  # [1.25, 0.25, 1.5]
+    counts = [0.75 * 1 + 0.25 * 2, 0.75 * 0 + 0.25 * 1, 2]  # bin 2 is empty in this batch: it keeps its 2
     assert (module.bin_fraction * 3).tolist() == pytest.approx(counts, rel=1e-6)
     beta = [3 / (counts[1] * 2), 3 / (counts[0] * 2), 3 / (counts[0] * 2)]  # N / (count * non-empty bins)
     expected = sum(b * cross_entropy(r, y) for b, r, y in zip(beta, rows, targets)) / 3
+    assert loss == pytest.approx(expected, rel=1e-6)
+
+
+def test_ghmc_empty_bins_keep_their_average():
+    # as in the reference (mmdetection's ghm_loss.py): only the bins non-empty in a batch move
+    module = build("GHMC", ghm_bins=3, ghm_momentum=0.75)
+    module(*tensors())  # first batch: fractions [1/3, 0, 2/3]
+    confident = [[6.0, 0.0, 0.0], [0.0, 6.0, 0.0], [0.0, 0.0, 6.0]]  # g ~ 0.005: bin 0 only
+    for _ in range(5):
+        module(*tensors(confident, [0, 1, 2]))
+    bin_0 = 0.75 ** 5 / 3 + (1 - 0.75 ** 5)
+    assert module.bin_fraction.tolist() == pytest.approx([bin_0, 0.0, 2 / 3], rel=1e-6)
+    # a later sample in bin 2 is weighted by bin 2's kept density, not by a decayed one
+    rows, targets = [[6.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [0, 0]  # bins 0 and 2
+    loss = value(module, rows, targets)
+    fractions = [0.75 * bin_0 + 0.25 * 0.5, 0.0, 0.75 * 2 / 3 + 0.25 * 0.5]
+    expected = sum(cross_entropy(r, y) / (fractions[b] * 2) for r, y, b in zip(rows, targets, [0, 2])) / 2
     assert loss == pytest.approx(expected, rel=1e-6)
 
 
@@ -398,16 +317,6 @@ def test_ghmc_with_one_bin_is_erm_over_batches_of_any_size():
         assert value(module, rows, targets) == pytest.approx(erm_value(rows, targets), rel=1e-6)
 
 
-def test_spbl_with_pace_one_and_equal_classes_is_erm():
-    rows = [[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
-    targets = [0, 1, 2, 0, 1, 2]
-    module = build("SPBL", [2, 2, 2], spbl_start=1.0)
-    for epoch in range(3):
-        module.set_epoch(epoch, 3)
-        assert value(module, rows, targets) == pytest.approx(erm_value(rows, targets), rel=1e-6)
-        module.end_epoch()
-
-
 @pytest.mark.parametrize("variant", ["ERM-DRW", "FL-cb-DRW", "LDAM-DRW"])
 def test_drw_before_its_epoch_is_the_plain_objective(variant):
     name, overrides = variant.split("-")[0], dict(VARIANTS[variant], drw=5)
@@ -448,7 +357,7 @@ def test_gradients_are_finite(variant, batch):
     module.set_epoch(3, 10)
     logits, targets = batch()
     assert_finite_gradient(module, logits, targets)
-    module.end_epoch()  # SPBL now has thresholds and weights from these very losses
+    module.end_epoch()
     module.set_epoch(4, 10)
     assert_finite_gradient(module, logits, targets)
 
@@ -482,21 +391,11 @@ def test_state_dict_round_trip_gives_the_same_next_losses(variant):
 
 @pytest.mark.parametrize("variant, buffers", [
     ("GHMC", ["bin_fraction", "initialised"]),
-    ("SPBL", ["thresholds", "class_weight", "first_epoch", "pace"]),
+    ("SPBL", ["stage", "selected", "class_draws", "class_weight", "log_complexity", "seed"]),
     ("ERM-DRW", ["class_weight"]),
 ])
 def test_state_lives_in_the_state_dict(variant, buffers):
     assert set(buffers) <= set(build_variant(variant).state_dict())
-
-
-def test_spbl_round_trip_restores_thresholds_that_exclude_samples():
-    easy_hard = tensors([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0]], [0, 0, 1, 1])
-    trained = build("SPBL", [2, 2, 2])
-    run_epoch(trained, [easy_hard], epoch=0)
-    restored = build("SPBL", [2, 2, 2])
-    restored.load_state_dict(trained.state_dict())
-    fresh = build("SPBL", [2, 2, 2])
-    assert restored(*easy_hard).item() == trained(*easy_hard).item() != fresh(*easy_hard).item()
 
 
 # ---------------------------------------------------------------- arguments
@@ -509,7 +408,8 @@ def parse(argv):
 
 def test_argument_defaults_and_group():
     assert vars(parse([])) == {
-        "ccegamma": 5.0, "flgamma": 2.0, "flalpha": None, "spbl_start": 0.5, "spbl_full": 0.8, "ghm_bins": 30,
+        "ccegamma": 5.0, "flgamma": 2.0, "flalpha": None, "spbl_paces": (0.5, 0.75, 0.9, 1.0, 1.0),
+        "spbl_max_weight": 10.0, "spbl_resample": True, "ghm_bins": 30,
         "ghm_momentum": 0.75, "cb_beta": 0.9999, "ldam_max_m": 0.5, "ldam_s": 30.0, "la_tau": 1.0, "drw": None,
     }
     parser = argparse.ArgumentParser()
@@ -522,7 +422,8 @@ def test_argument_defaults_and_group():
     (["--flalpha", "1"], "flalpha", 1.0), (["--flalpha", "none"], "flalpha", None),
     (["--ccegamma", "-1"], "ccegamma", -1.0), (["--drw", "160"], "drw", 160),
     (["--cb-beta", "0"], "cb_beta", 0.0), (["--ghm-momentum", "0"], "ghm_momentum", 0.0),
-    (["--spbl-start", "1"], "spbl_start", 1.0),
+    (["--spbl-paces", "0.2", "1"], "spbl_paces", [0.2, 1.0]), (["--spbl-max-weight", "1"], "spbl_max_weight", 1.0),
+    (["--no-spbl-resample"], "spbl_resample", False),
 ])
 def test_arguments_accepted(argv, attribute, expected):
     assert getattr(parse(argv), attribute) == expected
@@ -530,7 +431,8 @@ def test_arguments_accepted(argv, attribute, expected):
 
 @pytest.mark.parametrize("argv", [
     ["--ghm-bins", "0"], ["--ghm-bins", "2.5"], ["--cb-beta", "1"], ["--cb-beta", "-0.1"],
-    ["--ghm-momentum", "1.5"], ["--ghm-momentum", "1"], ["--spbl-start", "1.2"], ["--spbl-full", "0"],
+    ["--ghm-momentum", "1.5"], ["--ghm-momentum", "1"], ["--spbl-paces", "1.2"], ["--spbl-paces", "0"],
+    ["--spbl-max-weight", "0.5"], ["--spbl-paces"],
     ["--flalpha", "0"], ["--flalpha", "1.5"], ["--flalpha", "abc"], ["--flgamma", "-1"], ["--ldam-s", "0"],
     ["--ldam-max-m", "-0.1"], ["--la-tau", "-1"], ["--drw", "0"], ["--ccegamma", "nan"], ["--ccegamma", "inf"],
 ])
@@ -543,6 +445,6 @@ def test_types_raise_argument_type_error():
     parser = argparse.ArgumentParser()
     criterion.add_arguments(parser)
     types = {action.dest: action.type for action in parser._actions}
-    for dest, text in [("cb_beta", "1"), ("ghm_momentum", "1.5"), ("spbl_start", "2"), ("flalpha", "x")]:
+    for dest, text in [("cb_beta", "1"), ("ghm_momentum", "1.5"), ("spbl_paces", "2"), ("flalpha", "x")]:
         with pytest.raises(argparse.ArgumentTypeError):
             types[dest](text)

@@ -202,3 +202,13 @@ class Exploit:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.path}",))
+
+
+def test_an_objective_state_of_another_version_is_a_clear_error(tiny, run):
+    assert run("1_train", *train_args(tiny, tiny.logs, "--epochs", "1", "--objective", "SPBL"))[0] == 0
+    run_dir = only_run(tiny.logs, "SPBL")
+    state = torch.load(run_dir / "last.pth", weights_only=True)
+    state["criterion"] = {"thresholds": torch.zeros(3), "pace": torch.tensor(0.5)}  # the withdrawn SPBL's buffers
+    torch.save(state, run_dir / "last.pth")
+    code, _, err = run("1_train", "--resume", run_dir, "--epochs", "2", "--no-progress")
+    assert code == 2 and "its SPBL state was written by another version of the objective" in err

@@ -137,7 +137,11 @@ def restore(run_dir, setup: Setup) -> Position:
         optimizer.load_state_dict(state)
     if run.scaler and saved["scaler"]:
         run.scaler.load_state_dict(saved["scaler"])
-    run.criterion.load_state_dict(saved["criterion"])
+    try:
+        run.criterion.load_state_dict(saved["criterion"])
+    except RuntimeError as e:  # e.g. an SPBL run of the withdrawn first definition
+        raise UserError(f"cannot resume {run_dir}: its {setup.record.objective} state was written by another "
+                        f"version of the objective ({str(e).splitlines()[0]}); start a new run") from None
     runs.restore_rng_states(saved["rng"])
     unfinished = engine.EpochProgress(saved["batch"], saved["epoch_sums"]) if saved["batch"] else None
     return Position(checkpoint.epoch, saved["batch"], saved["best"], unfinished, saved["generator"])

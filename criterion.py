@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from losses.alrp import ALRPLoss
 from losses.complement import ComplementCrossEntropy, ComplementObjectiveTraining
 from losses.cross_entropy import (
     ClassBalancedCrossEntropy,
@@ -26,6 +27,7 @@ from losses.self_paced import SelfPacedBalance
 from toolkit.cli import (
     UserError,
     non_negative_float,
+    non_negative_int,
     number,
     positive_float,
     positive_int,
@@ -44,6 +46,9 @@ DEFAULTS = {
     "ldam_s": 30.0,
     "la_tau": 1.0,
     "drw": None,
+    "alrp_delta": 1.0,
+    "alrp_ce_weight": 0.0,
+    "alrp_warmup": 0,
 }
 
 
@@ -126,6 +131,11 @@ def build_la(class_counts, args):
     return LogitAdjustedLoss(counts, _arg(args, "la_tau"))
 
 
+def build_alrp(class_counts, args):
+    _counts(class_counts, "ALRP", False)
+    return ALRPLoss(_arg(args, "alrp_delta"), _arg(args, "alrp_ce_weight"), _arg(args, "alrp_warmup"))
+
+
 @dataclass(frozen=True)
 class Objective:
     """One row of the table: how to build the loss, a one-line summary, whether --drw applies."""
@@ -146,6 +156,8 @@ OBJECTIVES = {
     "LDAM": Objective(build_ldam, "label-distribution-aware margin, cosine classifier (--ldam-max-m, --ldam-s)",
                       drw=True),
     "LA": Objective(build_la, "logit-adjusted loss; tau 1 is Balanced Softmax (--la-tau)"),
+    "ALRP": Objective(build_alrp, "aLRP ranking error of the pooled batch, error-driven update "
+                                  "(--alrp-delta, --alrp-ce-weight, --alrp-warmup)"),
 }
 
 
@@ -229,3 +241,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="deferred re-weighting with ERM, FL or LDAM: from EPOCH on, counted from 1 as in train.csv, "
              "weigh samples by the class-balanced weights of --cb-beta (LDAM-DRW: --drw 160; the "
              "reference code switches one epoch later, at 161) (default: off)")
+    add("--alrp-delta", type=positive_float, default=DEFAULTS["alrp_delta"],
+        help="ALRP: half-width delta of the smoothed step on logit differences (default: %(default)s)")
+    add("--alrp-ce-weight", type=non_negative_float, default=DEFAULTS["alrp_ce_weight"],
+        help="ALRP: weight of the mean cross-entropy added to the ranking error; 0 is the pure ranking "
+             "error (default: %(default)s)")
+    add("--alrp-warmup", type=non_negative_int, default=DEFAULTS["alrp_warmup"], metavar="EPOCHS",
+        help="ALRP: train the first EPOCHS epochs with the cross-entropy alone (default: %(default)s)")

@@ -46,7 +46,7 @@ DEFAULTS = {
     "ldam_s": 30.0,
     "la_tau": 1.0,
     "drw": None,
-    "alrp_delta": 1.0,
+    "alrp_delta": 2.0,
     "alrp_ce_weight": 0.0,
     "alrp_warmup": 0,
 }
@@ -242,7 +242,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "weigh samples by the class-balanced weights of --cb-beta (LDAM-DRW: --drw 160; the "
              "reference code switches one epoch later, at 161) (default: off)")
     add("--alrp-delta", type=positive_float, default=DEFAULTS["alrp_delta"],
-        help="ALRP: half-width delta of the smoothed step on logit differences (default: %(default)s)")
+        help="ALRP: half-width delta of the smoothed step on logit differences; the aLRP reference uses 1 on "
+             "detection logits, 2 keeps the rare classes on digits-lt (default: %(default)s)")
     add("--alrp-ce-weight", type=non_negative_float, default=DEFAULTS["alrp_ce_weight"],
         help="ALRP: weight of the mean cross-entropy added to the ranking error; 0 is the pure ranking "
              "error (default: %(default)s)")

@@ -89,7 +89,7 @@ def test_hand_checked_values():
 
 
 def test_hand_checked_values_through_the_table():
-    module = criterion.build_criterion("ALRP", [3, 2, 1], args())
+    module = criterion.build_criterion("ALRP", [3, 2, 1], args(alrp_delta=1.0))
     module.set_epoch(0, 30)
     loss, grad = loss_and_grad(torch.tensor(HAND_LOGITS), torch.tensor(HAND_TARGETS), loss_fn=module)
     assert loss.item() == pytest.approx(HAND_LOSS, rel=1e-6)
@@ -174,7 +174,7 @@ def test_low_precision_logits_give_the_float32_value_and_gradient():
     logits, targets = random_batch(7)
     low = logits.bfloat16()
     full_loss, full_grad = loss_and_grad(low.float(), targets)
-    module = ALRPLoss()
+    module = ALRPLoss(delta=1.0)
     low = low.clone().requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = module(low, targets)

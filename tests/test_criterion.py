@@ -511,7 +511,7 @@ def test_argument_defaults_and_group():
     assert vars(parse([])) == {
         "ccegamma": 5.0, "flgamma": 2.0, "flalpha": None, "spbl_start": 0.5, "spbl_full": 0.8, "ghm_bins": 30,
         "ghm_momentum": 0.75, "cb_beta": 0.9999, "ldam_max_m": 0.5, "ldam_s": 30.0, "la_tau": 1.0, "drw": None,
-        "alrp_delta": 1.0, "alrp_ce_weight": 0.0, "alrp_warmup": 0,
+        "alrp_delta": 2.0, "alrp_ce_weight": 0.0, "alrp_warmup": 0,
     }
     parser = argparse.ArgumentParser()
     criterion.add_arguments(parser)

@@ -28,7 +28,7 @@ demo() {
 
 objectives() {
     python 0_data_split.py --demo --overwrite
-    for objective in ERM CCE COT FL SPBL GHMC CB LDAM LA; do
+    for objective in ERM CCE COT FL SPBL GHMC CB LDAM LA ALRP; do
         python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=$objective $DEMO_SCHEDULE
         python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=$objective
     done

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from losses.alrp import ALRPLoss
 from losses.complement import ComplementCrossEntropy, ComplementObjectiveTraining
 from losses.cross_entropy import (
     ClassBalancedCrossEntropy,
@@ -27,6 +28,7 @@ from losses.self_paced import MAX_WEIGHT, PACES, SelfPacedBalance
 from toolkit.cli import (
     UserError,
     non_negative_float,
+    non_negative_int,
     number,
     positive_float,
     positive_int,
@@ -46,6 +48,9 @@ DEFAULTS = {
     "ldam_s": 30.0,
     "la_tau": 1.0,
     "drw": None,
+    "alrp_delta": 2.0,
+    "alrp_ce_weight": 0.0,
+    "alrp_warmup": 0,
 }
 
 
@@ -129,6 +134,11 @@ def build_la(class_counts, args):
     return LogitAdjustedLoss(counts, _arg(args, "la_tau"))
 
 
+def build_alrp(class_counts, args):
+    _counts(class_counts, "ALRP", False)
+    return ALRPLoss(_arg(args, "alrp_delta"), _arg(args, "alrp_ce_weight"), _arg(args, "alrp_warmup"))
+
+
 @dataclass(frozen=True)
 class Objective:
     """One row of the table: how to build the loss, a one-line summary, whether --drw applies."""
@@ -151,6 +161,8 @@ OBJECTIVES = {
     "LDAM": Objective(build_ldam, "label-distribution-aware margin, cosine classifier (--ldam-max-m, --ldam-s)",
                       drw=True),
     "LA": Objective(build_la, "logit-adjusted loss; tau 1 is Balanced Softmax (--la-tau)"),
+    "ALRP": Objective(build_alrp, "aLRP ranking error of the pooled batch, error-driven update "
+                                  "(--alrp-delta, --alrp-ce-weight, --alrp-warmup)"),
 }
 
 
@@ -257,3 +269,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "is sum w (1 - p_y)^gamma CE / sum w, which differs from the LDAM-DRW reference code: it takes "
              "the modulator from the weighted CE, (1 - exp(-w CE))^gamma w CE, and divides by N. The "
              "reference switches at its 0-based epoch 160: --drw 161 (not 160) reproduces it (default: off)")
+    add("--alrp-delta", type=positive_float, default=DEFAULTS["alrp_delta"],
+        help="ALRP: half-width delta of the smoothed step on logit differences; the aLRP reference uses 1 on "
+             "detection logits, 2 keeps the rare classes on digits-lt (default: %(default)s)")
+    add("--alrp-ce-weight", type=non_negative_float, default=DEFAULTS["alrp_ce_weight"],
+        help="ALRP: weight of the mean cross-entropy added to the ranking error; 0 is the pure ranking "
+             "error (default: %(default)s)")
+    add("--alrp-warmup", type=non_negative_int, default=DEFAULTS["alrp_warmup"], metavar="EPOCHS",
+        help="ALRP: train the first EPOCHS epochs with the cross-entropy alone (default: %(default)s)")

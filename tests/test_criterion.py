@@ -78,7 +78,7 @@ def value(module, rows=LOGITS, targets=TARGETS):
 VARIANTS = {
     "ERM": {}, "ERM-DRW": {"drw": 2}, "CCE": {}, "COT": {}, "FL": {}, "FL-alpha": {"flalpha": 0.25},
     "FL-cb-DRW": {"flalpha": "cb", "drw": 2}, "SPBL": {}, "GHMC": {}, "CB": {}, "LDAM": {},
-    "LDAM-DRW": {"drw": 2}, "LA": {},
+    "LDAM-DRW": {"drw": 2}, "LA": {}, "ALRP": {},
 }
 
 
@@ -96,7 +96,7 @@ def run_epoch(module, batches, epoch, epochs=10):
 # ---------------------------------------------------------------- table and API
 
 def test_table_order_and_names():
-    expected = ["ERM", "CCE", "COT", "FL", "SPBL", "GHMC", "CB", "LDAM", "LA"]
+    expected = ["ERM", "CCE", "COT", "FL", "SPBL", "GHMC", "CB", "LDAM", "LA", "ALRP"]
     assert list(criterion.OBJECTIVES) == expected
     assert criterion.objective_names() == expected
     assert all(row.summary and callable(row.factory) for row in criterion.OBJECTIVES.values())
@@ -411,6 +411,7 @@ def test_argument_defaults_and_group():
         "ccegamma": 5.0, "flgamma": 2.0, "flalpha": None, "spbl_paces": (0.5, 0.75, 0.9, 1.0, 1.0),
         "spbl_max_weight": 10.0, "spbl_resample": True, "ghm_bins": 30,
         "ghm_momentum": 0.75, "cb_beta": 0.9999, "ldam_max_m": 0.5, "ldam_s": 30.0, "la_tau": 1.0, "drw": None,
+        "alrp_delta": 2.0, "alrp_ce_weight": 0.0, "alrp_warmup": 0,
     }
     parser = argparse.ArgumentParser()
     criterion.add_arguments(parser)

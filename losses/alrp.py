@@ -1,0 +1,135 @@
+"""ALRP: the aLRP loss's ranking error, brought from detection to classification."""
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from losses.base import Objective, target_mask
+
+
+def smoothed_step(differences: torch.Tensor, delta: float) -> torch.Tensor:
+    """H(x) = clamp(x / (2 delta) + 0.5, 0, 1), in place on `differences` (a fresh tensor)."""
+    return differences.div_(2.0 * delta).add_(0.5).clamp_(0.0, 1.0)
+
+
+def _full_precision(device: torch.device):
+    """autocast off on `device` (mv is on autocast's fp16 list); nothing where autocast does not exist."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def alrp_error_and_update(logits: torch.Tensor, targets: torch.Tensor, delta: float):
+    """(loss, update) of the pooled ranking: loss = mean_i N_FP(i) / rank(i) over the B positives
+    (i, y_i), update the B x C error-driven "gradient" of aLRP (see ALRPLoss). No autograd, float32.
+
+    One B x BC matrix of H(s_k - s_i), positives in rows, every pooled entry in columns; it is
+    reduced with two matrix-vector products, so the peak is that one matrix.
+    """
+    scores = logits.detach().float()
+    batch, classes = scores.shape
+    rows = torch.arange(batch, device=scores.device)
+    positive_column = rows * classes + targets  # the entry (i, y_i) in the pooled BC scores
+    pooled = scores.reshape(-1)
+    is_negative = (~target_mask(scores, targets)).reshape(-1)
+    with _full_precision(scores.device):
+        relation = smoothed_step(pooled.unsqueeze(0) - pooled[positive_column].unsqueeze(1), delta)
+        relation[rows, positive_column] = 0.0  # rank counts the others; "1 +" is the entry itself
+        rank = 1.0 + relation.sum(dim=1)  # 1 + sum_{k != i} H(s_k - s_i), positives and negatives
+        false_positives = torch.mv(relation, is_negative.float())  # N_FP(i) = sum_j H(s_j - s_i)
+        error = false_positives / rank  # l(i), 1 - precision of positive i
+        # negative j: sum_i l(i) H(s_j - s_i) / (N_FP(i) B) = sum_i H(s_j - s_i) / (rank(i) B); the
+        # second form needs no N_FP(i) > 0 guard (every H of such a row is 0) and is the same number
+        negative_share = torch.mv(relation.t(), rank.reciprocal()) / batch
+    update = torch.where(is_negative, negative_share, torch.zeros_like(negative_share))
+    update = update.index_put((positive_column,), -error / batch)
+    return error.mean(), update.view(batch, classes)
+
+
+class _ErrorDrivenRanking(torch.autograd.Function):
+    """Forward: the mean ranking error; backward: aLRP's update times the incoming gradient
+    (as aLRPLoss.backward in the reference code), not autograd through the step function."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, delta):
+        loss, update = alrp_error_and_update(logits, targets, delta)
+        ctx.save_for_backward(update)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (update,) = ctx.saved_tensors
+        return update * grad_output, None, None
+
+
+def alrp_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float) -> torch.Tensor:
+    """The ranking error of the pooled batch, differentiable by aLRP's error-driven update."""
+    return _ErrorDrivenRanking.apply(logits.float(), targets, delta)
+
+
+class ALRPLoss(Objective):
+    """ALRP: the classification part of aLRP (Oksuz et al., "A Ranking-based, Balanced Loss Function
+    Unifying Classification and Localisation in Object Detection", NeurIPS 2020), with the B x C
+    logits of a batch pooled one-vs-rest into one ranking as AP Loss and aLRP pool anchors x classes.
+
+    Positives are the B entries (i, y_i), negatives the other B(C-1). With H(x) = clamp(x / (2 delta)
+    + 0.5, 0, 1) on score differences,
+        rank(i) = 1 + sum_{k != i, k positive or negative} H(s_k - s_i),
+        N_FP(i) = sum_{j negative} H(s_j - s_i),     l(i) = N_FP(i) / rank(i),
+    and the ranking loss is mean_i l(i): 1 - AP of the pooled scores as delta -> 0 (no ties).
+    rank(i) counts the entry itself once (the "1 +") and the other positives: that is the paper's
+    rank(i) = rank^+(i) + N_FP(i) and the reference code (kemaloksuz/aLRPLoss,
+    mmdet/models/losses/alrp_loss.py, class aLRPLoss: rank_pos = 1 + sum of H over the positives
+    with the i = i relation set to 0, rank = rank_pos + FP_num, loss = 1 - mean(rank_pos / rank)).
+    Without the localisation term aLRP's classification error is exactly this.
+
+    Backward is aLRP's error-driven update (the paper's Eq. 9-10; the reference's aLRPLoss.backward
+    returns the update it stored in forward), not autograd through H: positive i gets -l(i) / B,
+    negative j gets sum_i l(i) H(s_j - s_i) / (N_FP(i) B) (0 for a positive with N_FP(i) = 0), so
+    the update sums to zero (Theorem 2, balanced training), and a negative below every positive's
+    band [s_i - delta, s_i + delta] gets exactly 0. Every term is a difference of scores, so adding
+    a constant to all logits changes nothing.
+
+    delta: the reference code's default is 1.0 (aLRPLoss.forward(..., delta=1.), which its heads do
+    not override; AP Loss's choice), on detection logits. Here the default is 2.0, measured: on
+    digits-lt (ResNet32, the demo schedule, seeds 0-2) delta 1.0 left the rarest class with zero
+    test recall in every seed (balanced accuracy 75.1 +- 3.2 against ERM's 81.9 +- 6.7), while 2.0
+    kept every class (79.4 +- 3.9). The band is the margin the ranking asks for: a positive more
+    than delta above a negative stops pushing, and the logits' scale is free, so a wider band
+    keeps the rare classes' positives pushing longer. 4.0 was no better (80.2 +- 9.7, one seed
+    again with a class at zero recall). The reference only spreads positive i's error when
+    N_FP(i) > 1e-5; here the spread is H / rank(i), which needs no guard, and N_FP(i) = 0 gives
+    exactly 0.
+
+    Options of the recipe, off by default: --alrp-ce-weight w adds w times the mean cross-entropy,
+    and the first --alrp-warmup epochs train with the cross-entropy alone. Measured with delta 1.0
+    neither was the fix: a CE term of 0.1 (74.5 +- 6.9) or 5 CE warm-up epochs (seed 3: 76.3
+    against 88.7 without) kept the zero-recall class, a CE term of 1.0 (79.3 +- 13.1) lost it on
+    one seed in three, and at that weight the cross-entropy drives most of the late training.
+
+    Cost: one float32 B x BC matrix, 4 B^2 C bytes (1 GiB at B = 512, C = 1000), and B^2 C work per
+    step. No state beyond the phase, which is a function of the epoch given to set_epoch (the engine
+    calls it before every epoch, resumed ones too). Not a mean of per-sample terms, so mixup/cutmix
+    targets are not supported.
+    """
+
+    supports_mixed_targets = False
+
+    def __init__(self, delta: float = 2.0, ce_weight: float = 0.0, warmup: int = 0):
+        super().__init__()
+        self.delta = float(delta)
+        self.ce_weight = float(ce_weight)
+        self.warmup = int(warmup)
+        self.warming_up = self.warmup > 0
+
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        self.warming_up = epoch < self.warmup
+
+    def forward(self, logits, targets):
+        logits = logits.float()
+        if self.warming_up:
+            return F.cross_entropy(logits, targets)
+        loss = alrp_loss(logits, targets, self.delta)
+        if self.ce_weight > 0:
+            loss = loss + self.ce_weight * F.cross_entropy(logits, targets)
+        return loss

@@ -6,7 +6,7 @@
 #       objectives           every objective on digits-lt, same model, epochs and seed (~15 min on 2 CPU cores)
 #       compare              every objective x seeds 0 1 2 on digits-lt, each tested, then the recipes report
 #                            against ERM: intervals over seeds, paired differences, report.html
-#                            (30 runs, ~40 min on 2 CPU cores, one run at a time; runs already in
+#                            (33 runs, ~45 min on 2 CPU cores, one run at a time; runs already in
 #                            logs/ResNet32/digits-lt join their recipes: start from an empty folder)
 #
 # Each plan stops at the first command that fails.
@@ -16,6 +16,7 @@ cd "$(dirname "$0")"
 DATASET=digits-lt
 MODEL=42   # ResNet32, see `python get_model.py`
 DEMO_SCHEDULE="--epochs=30 --batchsize=32 --lr=0.05 --lrstep 20 26 --warmup"
+OBJECTIVES="ERM CCE COT FL SPBL GHMC CB LDAM LA ALRP"   # every row of criterion.py's table
 
 demo() {
     python 0_data_split.py --demo --overwrite
@@ -28,7 +29,7 @@ demo() {
 
 objectives() {
     python 0_data_split.py --demo --overwrite
-    for objective in ERM CCE COT FL SPBL GHMC CB LDAM LA ALRP; do
+    for objective in $OBJECTIVES; do
         python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=$objective $DEMO_SCHEDULE
         python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=$objective
     done
@@ -41,7 +42,7 @@ objectives() {
 compare() {
     python 0_data_split.py --demo --overwrite
     for seed in 0 1 2; do
-        for objective in ERM CCE COT FL SPBL GHMC CB LDAM LA; do
+        for objective in $OBJECTIVES; do
             python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=$objective $DEMO_SCHEDULE --seed $seed
             python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=$objective
         done

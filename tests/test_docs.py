@@ -29,3 +29,9 @@ def test_the_root_holds_only_the_scripts_and_the_two_tables():
     python_files = sorted(p.name for p in REPO.glob("*.py"))
     assert python_files == ["0_data_split.py", "1_train.py", "2_test.py", "4_report.py", "5_predict.py",
                             "criterion.py", "get_model.py"]
+
+
+def test_the_plans_train_every_objective_of_the_table():
+    import criterion
+    line = next(line for line in (REPO / "3_run.sh").read_text().splitlines() if line.startswith("OBJECTIVES="))
+    assert line.split('"')[1].split() == criterion.objective_names()

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Your training plans: plain command lines; edit them, then run one:
 #
-#   bash 3_run.sh            the demo plan (below) on the embedded digits-lt dataset, ~5 min on 2 CPU cores
+#   bash 3_run.sh            the demo plan (below) on the embedded digits-lt dataset, 2-5 min on 2 CPU cores
 #   bash 3_run.sh PLAN       another plan of this file:
 #       objectives           every objective on digits-lt, same model, epochs and seed (~15 min on 2 CPU cores)
 #       compare              every objective x seeds 0 1 2 on digits-lt, each tested, then the recipes report
 #                            against ERM: intervals over seeds, paired differences, report.html
-#                            (33 runs, ~45 min on 2 CPU cores, one run at a time; runs already in
+#                            (33 runs, ~25-45 min on 2 CPU cores, one run at a time; runs already in
 #                            logs/ResNet32/digits-lt join their recipes: start from an empty folder)
 #
 # Each plan stops at the first command that fails.

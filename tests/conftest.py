@@ -1,4 +1,5 @@
 """Shared fixtures: tiny generated image folders and in-process script runs."""
+import argparse
 import functools
 import importlib
 import sys
@@ -22,6 +23,17 @@ TINY_CLASSES = {"alpha": (220, 40, 40), "beta": (40, 200, 60), "gamma": (50, 60,
 TINY_COUNTS = {"alpha": 16, "beta": 9, "gamma": 6}
 TRAIN_ARGS = ["--model_index", "41", "--height", "16", "--width", "16", "--epochs", "2",
               "--batchsize", "8", "--lr", "0.05", "--lrstep", "100", "--no-progress"]
+
+
+def objective_args(**overrides) -> "argparse.Namespace":
+    """criterion.py's arguments at their defaults, with some overridden (e.g. la_tau=0.5)."""
+    import criterion
+    parser = argparse.ArgumentParser()
+    criterion.add_arguments(parser)
+    parsed = parser.parse_args([])
+    for name, value in overrides.items():
+        setattr(parsed, name, value)
+    return parsed
 
 
 def write_images(folder: Path, count: int, colour, seed: int, size=(12, 10)):

@@ -5,6 +5,7 @@ import argparse
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import objective_args
 from sklearn.metrics import average_precision_score
 
 import criterion
@@ -14,13 +15,6 @@ from toolkit.cli import ArgumentParser, UserError
 # ---------------------------------------------------------------- helpers
 
 
-def args(**overrides):
-    parser = argparse.ArgumentParser()
-    criterion.add_arguments(parser)
-    parsed = parser.parse_args([])
-    for name, value in overrides.items():
-        setattr(parsed, name, value)
-    return parsed
 
 
 def loss_and_grad(logits, targets, delta=1.0, loss_fn=None):
@@ -89,7 +83,7 @@ def test_hand_checked_values():
 
 
 def test_hand_checked_values_through_the_table():
-    module = criterion.build_criterion("ALRP", [3, 2, 1], args(alrp_delta=1.0))
+    module = criterion.build_criterion("ALRP", [3, 2, 1], objective_args(alrp_delta=1.0))
     module.set_epoch(0, 30)
     loss, grad = loss_and_grad(torch.tensor(HAND_LOGITS), torch.tensor(HAND_TARGETS), loss_fn=module)
     assert loss.item() == pytest.approx(HAND_LOSS, rel=1e-6)
@@ -204,10 +198,10 @@ def test_warmup_epochs_train_the_cross_entropy_alone():
 
 def test_state_dict_round_trip_gives_the_same_next_losses():
     logits, targets = random_batch(10)
-    trained = criterion.build_criterion("ALRP", [4, 3, 2, 2, 1], args(alrp_warmup=2, alrp_ce_weight=0.1))
+    trained = criterion.build_criterion("ALRP", [4, 3, 2, 2, 1], objective_args(alrp_warmup=2, alrp_ce_weight=0.1))
     trained.set_epoch(3, 10)
     first = trained(logits, targets).item()
-    restored = criterion.build_criterion("ALRP", [4, 3, 2, 2, 1], args(alrp_warmup=2, alrp_ce_weight=0.1))
+    restored = criterion.build_criterion("ALRP", [4, 3, 2, 2, 1], objective_args(alrp_warmup=2, alrp_ce_weight=0.1))
     restored.load_state_dict(trained.state_dict())
     restored.set_epoch(3, 10)  # the engine calls set_epoch before every epoch, resumed ones too
     assert restored(logits, targets).item() == trained(logits, targets).item() == first
@@ -216,7 +210,7 @@ def test_state_dict_round_trip_gives_the_same_next_losses():
 
 def test_mixed_targets_are_not_supported():
     assert ALRPLoss.supports_mixed_targets is False
-    assert criterion.build_criterion("ALRP", [2, 2], args()).supports_mixed_targets is False
+    assert criterion.build_criterion("ALRP", [2, 2], objective_args()).supports_mixed_targets is False
 
 
 # ---------------------------------------------------------------- training
@@ -244,7 +238,7 @@ def test_few_steps_on_separable_data_lower_the_loss():
 # ---------------------------------------------------------------- the table and its arguments
 
 def test_table_builds_alrp_with_its_arguments():
-    module = criterion.build_criterion("ALRP", [5, 3, 1], args(alrp_delta=0.5, alrp_ce_weight=0.2, alrp_warmup=3))
+    module = criterion.build_criterion("ALRP", [5, 3, 1], objective_args(alrp_delta=0.5, alrp_ce_weight=0.2, alrp_warmup=3))
     assert isinstance(module, ALRPLoss)
     assert (module.delta, module.ce_weight, module.warmup) == (0.5, 0.2, 3)
     assert list(criterion.OBJECTIVES)[-1] == "ALRP"
@@ -259,9 +253,9 @@ def test_namespace_lacking_arguments_uses_the_defaults():
 
 def test_alrp_needs_two_classes_and_refuses_drw():
     with pytest.raises(UserError, match="needs at least 2 classes"):
-        criterion.build_criterion("ALRP", [5], args())
+        criterion.build_criterion("ALRP", [5], objective_args())
     with pytest.raises(UserError, match="--drw works only with"):
-        criterion.build_criterion("ALRP", [5, 3], args(drw=2))
+        criterion.build_criterion("ALRP", [5, 3], objective_args(drw=2))
 
 
 def parse(argv):

@@ -45,18 +45,28 @@ def test_missing_split(tiny, run):
     assert no_runs(tiny.logs)
 
 
-def test_empty_class_folder(tiny, run):
-    for image in (tiny.data / "tiny" / "train" / "beta").iterdir():
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_empty_class_folder(tiny, run, split):
+    for image in (tiny.data / "tiny" / split / "beta").iterdir():
         image.unlink()
-    assert_user_error(run("1_train", *train_args(tiny)), "train/beta holds no images")
+    assert_user_error(run("1_train", *train_args(tiny)), f"{split}/beta holds no images")
     assert no_runs(tiny.logs)
 
 
-def test_class_folders_that_differ_between_splits(tiny, run):
-    (tiny.data / "tiny" / "valid" / "gamma").rename(tiny.data / "tiny" / "valid" / "delta")
-    assert_user_error(run("1_train", *train_args(tiny)), "differ from the training split's",
+@pytest.mark.parametrize("split", ["valid", "test"])  # a broken test split shows before hours of training
+def test_class_folders_that_differ_between_splits(tiny, run, split):
+    (tiny.data / "tiny" / split / "gamma").rename(tiny.data / "tiny" / split / "delta")
+    assert_user_error(run("1_train", *train_args(tiny), "--dry-run"), f"tiny/{split} differ from the training split's",
                       "missing 'gamma'", "extra 'delta'")
+    assert_user_error(run("1_train", *train_args(tiny)), "differ from the training split's")
     assert no_runs(tiny.logs)
+
+
+def test_a_dataset_without_a_test_split_still_trains(tiny, run):
+    shutil.rmtree(tiny.data / "tiny" / "test")
+    code, out, err = run("1_train", *train_args(tiny), "--dry-run")
+    assert code == 0, err
+    assert "dry run" in out
 
 
 def test_unreadable_image_is_named(tiny, run):

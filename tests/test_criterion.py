@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import objective_args
 
 import criterion
 import get_model
@@ -53,17 +54,10 @@ def cb_weights(counts, beta):
 
 # ---------------------------------------------------------------- helpers
 
-def args(**overrides):
-    parser = argparse.ArgumentParser()
-    criterion.add_arguments(parser)
-    parsed = parser.parse_args([])
-    for name, value in overrides.items():
-        setattr(parsed, name, value)
-    return parsed
 
 
 def build(name, counts=COUNTS, **overrides):
-    return criterion.build_criterion(name, counts, args(**overrides))
+    return criterion.build_criterion(name, counts, objective_args(**overrides))
 
 
 def tensors(rows=LOGITS, targets=TARGETS):

@@ -90,20 +90,6 @@ class StopSignals:
         return self.EXIT_CODES.get(self.received, 0)
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
-    return value
-
-
 def number(text: str) -> float:
     """A finite float: inf and nan are mistakes in every argument that takes a number."""
     try:
@@ -115,18 +101,21 @@ def number(text: str) -> float:
     return value
 
 
-def positive_float(text: str) -> float:
-    value = number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+def checked(convert, accept, requirement: str):
+    """An argparse type: `convert(text)`, refused unless `accept(value)`, with "must be <requirement>"."""
+    def parse(text: str):
+        value = convert(text)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+    parse.__name__ = convert.__name__  # argparse's "invalid int value: 'x'" for text that is no number
+    return parse
 
 
-def non_negative_float(text: str) -> float:
-    value = number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
-    return value
+positive_int = checked(int, lambda value: value > 0, "a positive integer")
+non_negative_int = checked(int, lambda value: value >= 0, "zero or more")
+positive_float = checked(number, lambda value: value > 0, "a positive number")
+non_negative_float = checked(number, lambda value: value >= 0, "zero or more")
 
 
 def progress_bar(iterable, enabled=True, **options):

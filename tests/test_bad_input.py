@@ -2,13 +2,15 @@
 import errno
 import json
 import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TRAIN_ARGS
+from conftest import REPO, TRAIN_ARGS
 from PIL import Image
 
 from toolkit import cli, data
@@ -184,3 +186,9 @@ def test_a_full_disk_while_writing_logs(tiny, run, monkeypatch):
     assert load_checkpoint(run_dir / "last.pth").epoch == 1
     assert len(pd.read_csv(run_dir / "train.csv")) == 1
     assert not [p for p in run_dir.iterdir() if ".tmp" in p.name]
+
+
+def test_output_piped_into_head_ends_quietly():
+    done = subprocess.run(f"{sys.executable} get_model.py | head -n 1", shell=True, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("index") and done.stderr == ""

@@ -1,6 +1,7 @@
 """What every script shares: UserError, the main() wrapper, stop signals, argument types, paths."""
 import argparse
 import math
+import os
 import signal
 import sys
 import warnings
@@ -13,6 +14,7 @@ LOGS_ROOT = REPO / "logs"
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports it
 
 
 class UserError(Exception):
@@ -45,13 +47,18 @@ def run_main(body, argv=None) -> int:
     Ctrl-C `interrupted` and exit code 130; warnings print as one line `warning: ...`."""
     formatter, warnings.formatwarning = warnings.formatwarning, one_line_warning
     try:
-        return body(argv) or 0
+        code = body(argv) or 0
+        sys.stdout.flush()  # a reader that has gone shows here, not at the interpreter's exit
+        return code
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `... | head`: the reader has gone, which is no error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush is quiet too
+        return EXIT_BROKEN_PIPE
     finally:
         warnings.formatwarning = formatter
 

@@ -2,7 +2,13 @@
 import argparse
 from pathlib import Path
 
-from toolkit.cli import DATA_ROOT, LOGS_ROOT, non_negative_int, positive_float, positive_int
+from toolkit.cli import (
+    DATA_ROOT,
+    LOGS_ROOT,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

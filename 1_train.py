@@ -134,19 +134,7 @@ def train_on(args, distributed, device):
                   f"nothing was trained or written")
         return 0
 
-    # the run directory: continued, or created (by the main process) only now that all is checked
-    if args.resume:
-        run_dir = args.resume
-        position = training.restore(run_dir, setup)
-        if position.epoch >= args.epochs:
-            raise cli.UserError(f"{run_dir} has finished its {position.epoch} epochs; pass a larger --epochs "
-                                f"to train it further")
-        say = f"resuming {run_dir} after epoch {position.epoch}" + (f", batch {position.batch}" if position.batch else "")
-    else:
-        run_dir = runs.new_run_dir(args.logs_root, record.model_name, args.dataset, recipe_name(args)) \
-            if main_process else None
-        position = training.Position()
-        say = f"run directory: {run_dir}"
+    run_dir, position, say = open_run(args, setup, main_process)
     if not main_process:
         return training.Trainer(args, setup, progress=False).train(position)[1]
     print(say)
@@ -170,6 +158,21 @@ def train_on(args, distributed, device):
     print(f"best valid {args.monitor} {best['value']:.2f} at epoch {best['epoch']}")
     print(f"run directory: {run_dir}")
     return 0
+
+
+def open_run(args, setup: training.Setup, main_process: bool) -> tuple:
+    """The run directory (continued, or created by the main process only now that all is checked),
+    where training stands in it, and the line that says so."""
+    if args.resume:
+        position = training.restore(args.resume, setup)
+        if position.epoch >= args.epochs:
+            raise cli.UserError(f"{args.resume} has finished its {position.epoch} epochs; pass a larger --epochs "
+                                f"to train it further")
+        batch = f", batch {position.batch}" if position.batch else ""
+        return args.resume, position, f"resuming {args.resume} after epoch {position.epoch}{batch}"
+    run_dir = runs.new_run_dir(args.logs_root, setup.record.model_name, args.dataset, recipe_name(args)) \
+        if main_process else None
+    return run_dir, training.Position(), f"run directory: {run_dir}"
 
 
 def shown_path(path: Path) -> str:

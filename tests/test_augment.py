@@ -314,6 +314,7 @@ def test_a_two_epoch_run_with_each_option_writes_a_normal_run_directory(tiny, ru
     for flag, value in zip(options[::2], options[1::2]):
         assert str(recorded[flag[2:].replace("-", "_")]) in (value, str(float(value)) if "." in value else value)
     assert recorded["height"] == 16  # the record keeps the training size; only the training cache grows
+    assert runs.run_summary(run_dir)["augment"] == shown
     code, _, err = run("1_train", "--resume", run_dir, "--epochs", "3", "--mixup", "0.3", "--no-progress")
     assert code == 2 and "--mixup cannot change" in err
 

@@ -136,6 +136,15 @@ def test_randaugment_ops_equal_torchvision_v2_on_single_images(magnitude):
     assert {op for op, _ in seen} == set(names) and len(seen) > 20
 
 
+def test_our_sharpness_kernel_is_torchvisions_adjust_sharpness():
+    for seed in range(3):
+        batch = images(5, 23, 31, seed=seed)
+        for factor in (0.0, 0.1, 0.73, 1.0, 1.27, 1.9):
+            assert torch.equal(augment.sharpness(batch, factor), TF.adjust_sharpness(batch, factor)), factor
+    tiny = images(2, 2, 5)
+    assert torch.equal(augment.sharpness(tiny, 1.5), TF.adjust_sharpness(tiny, 1.5))
+
+
 def test_randaugment_applies_each_images_own_operations_grouped():
     """The whole batch through RandAugment equals, image by image, the operations it drew."""
     batch = images(24, 37, 29, seed=5)
@@ -337,3 +346,13 @@ def test_an_objective_that_cannot_mix_is_refused_before_anything_is_written(tiny
     assert not tiny.logs.exists()
     code, _, err = run("1_train", *TRAIN_ARGS, *tiny.data_args, "--randaugment-m", "31")
     assert code == 2 and "from 0 to 30" in err
+
+
+def test_the_speed_benchmark_runs_both_sides(capsys, tmp_path):
+    benchmark = importlib.import_module("benchmarks.augment_speed")
+    code = benchmark.main(["--images", "16", "--batchsize", "8", "--size", "32", "--steps", "1", "--warmup-steps", "0",
+                           "--model_index", "41", "--loader-workers", "0", "--keep", str(tmp_path / "jpegs")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "CPU " in out and "(b) precision" in out and "cache the training JPEGs at 37x37" in out
+    assert "augmentation alone" in out and "training step" in out and out.count("x\n") >= 2

@@ -96,6 +96,7 @@ def build_parser():
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_augment_options(args, cli.given_options(parser, argv))
     if args.resume:
         args = resumed_args(args, cli.given_options(parser, argv), parser)
     elif args.model_index is None or args.dataset is None:
@@ -104,6 +105,16 @@ def parse_args(argv=None):
         raise cli.UserError(f"--lrstep {' '.join(map(str, args.lrstep))}: milestones must be increasing epochs, "
                             f"e.g. --lrstep 60 120 160")
     return args
+
+
+def check_augment_options(args, given: set):
+    """Options that only tune another one: refused alone, rather than silently doing nothing."""
+    tuning = [f"--{name.replace('_', '-')}" for name in ("randaugment_n", "randaugment_m") if name in given]
+    if tuning and args.augment != "randaugment" and not args.resume:
+        raise cli.UserError(f"{' and '.join(tuning)} tune --augment randaugment; add --augment randaugment "
+                            f"(now --augment {args.augment})")
+    if "mix_prob" in given and args.mixup is None and args.cutmix is None and not args.resume:
+        raise cli.UserError("--mix-prob is the probability of mixing a batch; add --mixup ALPHA and/or --cutmix ALPHA")
 
 
 def resumed_args(args, given: set, parser):

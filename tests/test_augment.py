@@ -295,7 +295,7 @@ def test_the_default_is_pad_crop_flip_unchanged(tiny, run):
     default, explicit = tiny.logs / "default", tiny.logs / "explicit"
     assert run("1_train", *TRAIN_ARGS, *tiny.data_args[:4], "--logs-root", default, "--deterministic")[0] == 0
     assert run("1_train", *TRAIN_ARGS, *tiny.data_args[:4], "--logs-root", explicit, "--deterministic",
-               "--augment", "pad-crop-flip", "--mix-prob", "1")[0] == 0
+               "--augment", "pad-crop-flip")[0] == 0
     a, b = (torch.load(run_dir_of(logs) / "last.pth", weights_only=True)["model"] for logs in (default, explicit))
     assert all(torch.equal(a[k], b[k]) for k in a)
     pd.testing.assert_frame_equal(pd.read_csv(run_dir_of(default) / "train.csv"),
@@ -346,6 +346,10 @@ def test_an_objective_that_cannot_mix_is_refused_before_anything_is_written(tiny
     assert not tiny.logs.exists()
     code, _, err = run("1_train", *TRAIN_ARGS, *tiny.data_args, "--randaugment-m", "31")
     assert code == 2 and "from 0 to 30" in err
+    code, _, err = run("1_train", *TRAIN_ARGS, *tiny.data_args, "--randaugment-m", "12")
+    assert code == 2 and "--randaugment-m tune --augment randaugment" in err
+    code, _, err = run("1_train", *TRAIN_ARGS, *tiny.data_args, "--mix-prob", "0.5")
+    assert code == 2 and "add --mixup ALPHA and/or --cutmix ALPHA" in err
 
 
 def test_the_speed_benchmark_runs_both_sides(capsys, tmp_path):

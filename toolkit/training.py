@@ -68,7 +68,7 @@ def build_setup(args, distributed=None, device=None, progress=True, small_map_ma
     train_size = augment.cache_size(augmentation, args.height, args.width)
     train_set, valid_set = (data.load_images(splits[name], *size, device, args.cache_gb, args.workers, progress)
                             for name, size in (("train", train_size), ("valid", (args.height, args.width))))
-    mean, std = data.training_stats(train_set, *train_size)
+    mean, std = data.training_stats(train_set, *train_size)  # of the enlarged cache: the same to resampling
     normalise = data.Normalise(mean, std).to(device)
     memory_format = engine.memory_format(model)
 

@@ -165,7 +165,8 @@ def batched_augmentation(setup, args):
         while batches > 0:
             epoch, take = next(epochs), min(batches, per_epoch)
             order = sampling.epoch_order(labels, args.seed, epoch)[:take * args.batchsize]
-            for _ in setup.train(order, args.batchsize, sampling.epoch_generator(args.seed, epoch, setup.engine.device)):
+            generator = sampling.epoch_generator(args.seed, epoch, setup.engine.device)
+            for _ in setup.train(order, args.batchsize, generator):
                 pass
             batches -= take
     draw(1)

@@ -324,6 +324,8 @@ def test_a_two_epoch_run_with_each_option_writes_a_normal_run_directory(tiny, ru
         assert str(recorded[flag[2:].replace("-", "_")]) in (value, str(float(value)) if "." in value else value)
     assert recorded["height"] == 16  # the record keeps the training size; only the training cache grows
     assert runs.run_summary(run_dir)["augment"] == shown
+    code, out, err = run("4_report", tiny.logs)
+    assert code == 0 and shown in out and "augment" in out.splitlines()[0], err
     code, _, err = run("1_train", "--resume", run_dir, "--epochs", "3", "--mixup", "0.3", "--no-progress")
     assert code == 2 and "--mixup cannot change" in err
 

@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 import criterion
-from toolkit import arguments, cli, engine, files, runs, sampling, training
+from toolkit import arguments, augment, cli, engine, files, runs, sampling, training
 
 MONITORS = ("acc", "bacc", "macro_f1")
 # what a resumed run may change; everything else is the run's own, from its args.json
@@ -57,6 +57,26 @@ def build_parser():
     p.add_argument("--drs", type=cli.positive_int, metavar="EPOCH",
                    help="deferred re-sampling: instance sampling until EPOCH (counted from 1), class sampling "
                         "from then on (default: off)")
+    p.add_argument("--augment", choices=augment.AUGMENTATIONS, default=augment.DEFAULT,
+                   help="training augmentation, on whole batches on the device: pad-crop-flip (CIFAR's 4-pixel "
+                        "padded crop and flip), resized-crop-flip (RandomResizedCrop, scale 0.08-1, ratio 3/4-4/3, "
+                        "and flip; the training images are cached at 8/7 of --height x --width), randaugment "
+                        "(resized-crop-flip, then RandAugment), none (default: pad-crop-flip)")
+    p.add_argument("--randaugment-n", type=cli.non_negative_int, default=2, metavar="N",
+                   help="--augment randaugment: operations applied to each image (default: 2)")
+    p.add_argument("--randaugment-m", type=augment.magnitude_bin, default=9, metavar="M",
+                   help=f"--augment randaugment: magnitude, a bin from 0 to {augment.MAGNITUDE_BINS - 1} as in "
+                        f"torchvision (default: 9)")
+    p.add_argument("--mixup", type=cli.positive_float, metavar="ALPHA",
+                   help="mixup: mix each batch with itself reversed, lambda ~ Beta(ALPHA, ALPHA), e.g. 0.2; the "
+                        "objective scores lambda L(y_a) + (1 - lambda) L(y_b) (per-sample objectives only) "
+                        "(default: off)")
+    p.add_argument("--cutmix", type=cli.positive_float, metavar="ALPHA",
+                   help="cutmix: paste a box of the reversed batch, its area 1 - lambda, lambda ~ Beta(ALPHA, "
+                        "ALPHA), e.g. 1.0; with --mixup, each mixed batch is cutmix or mixup with probability 1/2 "
+                        "(default: off)")
+    p.add_argument("--mix-prob", type=augment.probability, default=1.0, metavar="P",
+                   help="--mixup/--cutmix: the probability that a batch is mixed (default: 1.0)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms only: a rerun (or a resumed run) repeats exactly")
@@ -76,6 +96,7 @@ def build_parser():
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_augment_options(args, cli.given_options(parser, argv))
     if args.resume:
         args = resumed_args(args, cli.given_options(parser, argv), parser)
     elif args.model_index is None or args.dataset is None:
@@ -84,6 +105,16 @@ def parse_args(argv=None):
         raise cli.UserError(f"--lrstep {' '.join(map(str, args.lrstep))}: milestones must be increasing epochs, "
                             f"e.g. --lrstep 60 120 160")
     return args
+
+
+def check_augment_options(args, given: set):
+    """Options that only tune another one: refused alone, rather than silently doing nothing."""
+    tuning = [f"--{name.replace('_', '-')}" for name in ("randaugment_n", "randaugment_m") if name in given]
+    if tuning and args.augment != "randaugment" and not args.resume:
+        raise cli.UserError(f"{' and '.join(tuning)} tune --augment randaugment; add --augment randaugment "
+                            f"(now --augment {args.augment})")
+    if "mix_prob" in given and args.mixup is None and args.cutmix is None and not args.resume:
+        raise cli.UserError("--mix-prob is the probability of mixing a batch; add --mixup ALPHA and/or --cutmix ALPHA")
 
 
 def resumed_args(args, given: set, parser):

@@ -14,7 +14,7 @@ import pandas as pd
 
 from toolkit import cli, files, plots, recipes, report_page, runs
 
-SHOWN = ["model", "dataset", "objective", "datetime", "epochs", "best_valid", "test_acc", "test_bacc",
+SHOWN = ["model", "dataset", "objective", "augment", "datetime", "epochs", "best_valid", "test_acc", "test_bacc",
          "test_macro_f1", "test_gmean", "test_few_shot"]
 
 

@@ -15,11 +15,25 @@ The contract:
   epochs)` before each training epoch, `end_epoch(gather)` after its last batch, and
   `epoch_log()` the objective's own columns of train.csv.
 - `supports_mixed_targets`: whether the loss is a mean of per-sample terms, so that a mixed batch
-  (mixup, cutmix) can be scored as lambda L(y_a) + (1 - lambda) L(y_b) per sample.
+  (mixup, cutmix) can be scored as lambda L(y_a) + (1 - lambda) L(y_b) per sample. Only such an
+  objective is ever handed a `MixedTargets(a, b, lam)` in place of the targets tensor (1_train.py
+  refuses --mixup/--cutmix with the others); `PerSampleLoss` handles it, so a new per-sample
+  objective supports mixing by writing `per_sample` only. lam is a 0-d float tensor on the logits'
+  device (the share of a); lam = 1 gives exactly the unmixed loss.
 - State that matters for resume lives in buffers or extra state, so `state_dict` carries it.
 """
+from typing import NamedTuple
+
 import torch
 from torch import nn
+
+
+class MixedTargets(NamedTuple):
+    """The targets of a mixed batch (mixup, cutmix): sample i is lam parts of class a[i] and
+    1 - lam parts of class b[i]; lam is a 0-d float tensor on the device, one for the batch."""
+    a: torch.Tensor
+    b: torch.Tensor
+    lam: torch.Tensor
 
 
 class Objective(nn.Module):
@@ -63,7 +77,13 @@ class PerSampleLoss(Objective):
     NeurIPS 2019): from the 1-based epoch `drw_start` on, the loss is sum_i w_{y_i} l_i / sum_i
     w_{y_i} with w the class-balanced weights, as F.cross_entropy(weight=w) does in the LDAM-DRW
     reference code. Before it, the plain mean. The weights in use are a buffer, so resume keeps them.
-    """
+
+    Mixed targets (a, b, lam): without DRW, mean_i [lam l(z_i, a_i) + (1 - lam) l(z_i, b_i)]. With
+    DRW, each label set is weighted by its own classes' weights and normalised by its own weight
+    sum: lam sum_i w_{a_i} l(z_i, a_i) / sum_i w_{a_i} + (1 - lam) sum_i w_{b_i} l(z_i, b_i) /
+    sum_i w_{b_i}: the mixup reference code's mixup_criterion, lam * criterion(z, a) + (1 - lam) *
+    criterion(z, b), with criterion = F.cross_entropy(weight=w). Either way lam = 1 gives the
+    unmixed loss bit for bit (0 * a finite loss adds nothing)."""
 
     supports_mixed_targets = True
 
@@ -77,8 +97,20 @@ class PerSampleLoss(Objective):
     def per_sample(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        losses = self.per_sample(logits.float(), targets)
+    def forward(self, logits: torch.Tensor, targets) -> torch.Tensor:
+        logits = logits.float()
+        if isinstance(targets, MixedTargets):
+            if self.drw_start is None:
+                lam = targets.lam
+                return (lam * self.per_sample(logits, targets.a)
+                        + (1.0 - lam) * self.per_sample(logits, targets.b)).mean()
+            return targets.lam * self.weighted_mean(logits, targets.a) \
+                + (1.0 - targets.lam) * self.weighted_mean(logits, targets.b)
+        return self.weighted_mean(logits, targets)
+
+    def weighted_mean(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The mean of the per-sample losses, weighted by the DRW class weights when DRW is on."""
+        losses = self.per_sample(logits, targets)
         if self.drw_start is None:
             return losses.mean()
         weights = self.class_weight[targets]

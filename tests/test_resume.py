@@ -50,27 +50,32 @@ def test_two_plus_two_epochs_equal_four(tiny, run, objective):
     assert_same_run(only_run(whole, objective), half)
 
 
-@pytest.mark.parametrize("objective", ["ERM", "SPBL"])
-def test_ctrl_c_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny, run, monkeypatch, objective):
+@pytest.mark.parametrize("objective, options", [("ERM", []), ("SPBL", []),
+                                                ("ERM", ["--augment", "randaugment", "--mixup", "0.2"])])
+def test_ctrl_c_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny, run, monkeypatch, objective, options):
     whole, cut = tiny.logs / "whole", tiny.logs / "cut"
-    assert run("1_train", *train_args(tiny, whole, "--epochs", "3", "--objective", objective))[0] == 0
-    crop_flip, calls = augment.random_crop_flip, []
+    assert run("1_train", *train_args(tiny, whole, "--epochs", "3", "--objective", objective, *options))[0] == 0
+    choose, calls = augment.batch_augmentation, []
 
-    def interrupted_on_the_fifth_batch(images, generator):
-        calls.append(1)
-        if len(calls) == 5:  # the second batch of epoch 2 (3 batches an epoch)
-            signal.raise_signal(signal.SIGINT)
-        return crop_flip(images, generator)
+    def interrupted_on_the_fifth_batch(*choice):
+        augmentation = choose(*choice)
 
-    monkeypatch.setattr(augment, "random_crop_flip", interrupted_on_the_fifth_batch)
-    code, out, err = run("1_train", *train_args(tiny, cut, "--epochs", "3", "--objective", objective))
+        def interrupting(images, generator):
+            calls.append(1)
+            if len(calls) == 5:  # the second batch of epoch 2 (3 batches an epoch)
+                signal.raise_signal(signal.SIGINT)
+            return augmentation(images, generator)
+        return interrupting
+
+    monkeypatch.setattr(augment, "batch_augmentation", interrupted_on_the_fifth_batch)
+    code, out, err = run("1_train", *train_args(tiny, cut, "--epochs", "3", "--objective", objective, *options))
     assert code == 130, err
     stopped = only_run(cut, objective)
     assert f"to continue: python 1_train.py --resume {stopped}" in out
     state = torch.load(stopped / "last.pth", weights_only=True)
     assert (state["epoch"], state["batch"]) == (1, 2)
     assert len(pd.read_csv(stopped / "train.csv")) == 1
-    monkeypatch.setattr(augment, "random_crop_flip", crop_flip)
+    monkeypatch.setattr(augment, "batch_augmentation", choose)
     code, out, err = run("1_train", "--resume", stopped, "--no-progress")
     assert code == 0, err
     assert "after epoch 1, batch 2" in out

@@ -204,6 +204,12 @@ class ImageSet:
     def __len__(self):
         return len(self.labels)
 
+    @property
+    def size(self) -> tuple:
+        """(height, width) of its images: the training size, or the larger training cache of the
+        resized crops (augment.cache_size)."""
+        return tuple(self.images.shape[-2:]) if self.images is not None else self.streamed.size
+
 
 def load_images(split: Split, height: int, width: int, device, cache_gb: float = 4.0,
                 workers: int = 2, progress=True) -> ImageSet:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from toolkit.augment import counted_labels
 from toolkit.cli import UserError, progress_bar
 from toolkit.data import Batches
 from toolkit.small_map_conv import use_small_map_convolutions
@@ -127,7 +128,8 @@ class Engine:
 
     `model` is the plain module (its state_dict is what checkpoints hold); `forward` is what runs
     it: the model itself, or its DistributedDataParallel and/or torch.compile wrapper. Batches come
-    finished (data.Batches): the engine only runs the model on them."""
+    finished (data.Batches): the engine only runs the model on them, after `mix` (augment.Mixing:
+    mixup, cutmix) where one is set, which turns the labels into MixedTargets for the objective."""
     model: torch.nn.Module
     criterion: torch.nn.Module
     device: torch.device
@@ -137,6 +139,7 @@ class Engine:
     scaler: object = None
     forward: object = None
     distributed: "Distributed" = None
+    mix: object = None  # (inputs, labels, generator) -> (inputs, MixedTargets), or None
 
     def __post_init__(self):
         if self.forward is None:  # not `or`: a compiled Sequential has no truth value
@@ -163,7 +166,8 @@ class Engine:
 
     def steps(self, step_losses, x, labels) -> tuple:
         """One optimiser step for each of the objective's step losses, each on its own forward
-        pass; returns the first pass's logits and loss (the ones logged)."""
+        pass; returns the first pass's logits and loss (the ones logged). `labels` is a tensor,
+        or MixedTargets for a mixed batch."""
         logged = None
         for optimizer, step_loss in zip(self.optimizers, step_losses, strict=True):
             with autocast(self.device, self.precision):
@@ -199,13 +203,15 @@ class Engine:
                 check_finite(self.distributed.max(first_bad_batch), epoch)
                 return None, EpochProgress(batch, sums.cpu())
             x, labels = next(finished)
+            x, targets = self.mix(x, labels, generator) if self.mix is not None else (x, labels)
             lr = self.set_lr(epoch + (batch + 1) / steps)
-            logits, loss = self.steps(step_losses, x, labels)
+            logits, loss = self.steps(step_losses, x, targets)
             with torch.no_grad():
                 loss = loss.detach().float()
                 bad = ~torch.isfinite(loss) & (first_bad_batch < 0)
                 first_bad_batch = torch.where(bad, batch, first_bad_batch)
-                sums += torch.stack([loss * len(labels), *correct_counts(logits.detach(), labels, top_k),
+                sums += torch.stack([loss * len(labels), *correct_counts(logits.detach(), counted_labels(targets),
+                                                                         top_k),
                                      torch.tensor(len(labels), device=self.device, dtype=torch.float32)])
             if progress and time.monotonic() - shown > PROGRESS_REFRESH_S:
                 shown = time.monotonic()

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 import get_model
+from toolkit import augment
 from toolkit.cli import UserError
 from toolkit.files import save_tensors, write_csv
 from toolkit.record import Checkpoint, RunRecord
@@ -216,7 +217,8 @@ def run_summary(run_dir: Path) -> dict:
     valid = read_log(run_dir, "valid")
     monitor = record.monitor
     row = {"model": record.model_name, "dataset": record.dataset, "objective": Path(run_dir).parent.name,
-           "datetime": Path(run_dir).name, "epochs": len(valid), "monitor": monitor,
+           "augment": augment.describe(read_args(run_dir)), "datetime": Path(run_dir).name, "epochs": len(valid),
+           "monitor": monitor,
            "best_valid": float("nan"), "best_epoch": float("nan")}
     if len(valid) and monitor in valid:
         best = valid[monitor].idxmax()

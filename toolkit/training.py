@@ -18,6 +18,19 @@ from toolkit.files import save_tensors
 from toolkit.record import Checkpoint, RunRecord, load_checkpoint
 
 WARMUP_EPOCHS = 5
+# why an objective with supports_mixed_targets = False cannot score a mixed batch
+NOT_MIXABLE = {
+    "CCE": "its complement-entropy term is the entropy of each sample's wrong classes, which needs one "
+           "target class per sample",
+    "COT": "its second step is the complement entropy of each sample's wrong classes, which needs one "
+           "target class per sample",
+    "GHMC": "its weights come from each sample's gradient norm 1 - p_y, binned over the batch, which needs "
+            "one target class per sample",
+    "SPBL": "it selects each class's easiest images and weighs classes by the complexity of their selected "
+            "images, which needs one class per sample",
+    "ALRP": "it ranks each sample's one true class against all other entries of the batch, which needs one "
+            "positive per sample",
+}
 
 
 @dataclass
@@ -42,20 +55,28 @@ def build_setup(args, distributed=None, device=None, progress=True, small_map_ma
     class_counts = splits["train"].class_counts()
 
     loss = criterion.build_criterion(args.objective, class_counts, args)
+    mixing = augment.batch_mixing(getattr(args, "mixup", None), getattr(args, "cutmix", None),
+                                  getattr(args, "mix_prob", 1.0))
+    check_mixable(args.objective, loss, mixing)
     model = build_model(args, loss, len(class_names), distributed)
-    train_set, valid_set = (data.load_images(splits[name], args.height, args.width, device, args.cache_gb,
-                                             args.workers, progress) for name in ("train", "valid"))
-    mean, std = data.training_stats(train_set, args.height, args.width)
+
+    augmentation = getattr(args, "augment", augment.DEFAULT)
+    train_size = augment.cache_size(augmentation, args.height, args.width)
+    train_set, valid_set = (data.load_images(splits[name], *size, device, args.cache_gb, args.workers, progress)
+                            for name, size in (("train", train_size), ("valid", (args.height, args.width))))
+    mean, std = data.training_stats(train_set, *train_size)  # of the enlarged cache: the same to resampling
     normalise = data.Normalise(mean, std).to(device)
     memory_format = engine.memory_format(model)
 
     run = build_engine(args, engine.prepare_model(model, device, small_map_matmuls), loss.to(device), device,
-                       distributed)
+                       distributed, mixing)
     record = RunRecord(args.model_index, class_names, args.height, args.width, mean, std,
                        model_name=get_model.model_name(args.model_index), dataset=args.dataset,
                        objective=args.objective, class_counts=class_counts,
                        cosine_scale=get_model.cosine_scale(model), monitor=args.monitor)
-    return Setup(run, data.Batches(train_set, normalise, memory_format, augment.random_crop_flip, args.workers),
+    augmenting = augment.batch_augmentation(augmentation, args.height, args.width,
+                                            getattr(args, "randaugment_n", 2), getattr(args, "randaugment_m", 9))
+    return Setup(run, data.Batches(train_set, normalise, memory_format, augmenting, args.workers),
                  data.Batches(valid_set, normalise, memory_format, workers=args.workers), record)
 
 
@@ -72,18 +93,37 @@ def build_model(args, loss, num_classes: int, distributed) -> torch.nn.Module:
     return model
 
 
-def build_engine(args, model, loss, device, distributed) -> engine.Engine:
-    """The engine for a prepared model: precision, optimisers, schedule, scaler, DDP and compile."""
+def build_engine(args, model, loss, device, distributed, mixing=None) -> engine.Engine:
+    """The engine for a prepared model: precision, optimisers, schedule, scaler, mixing, DDP and compile."""
     run = engine.Engine(model, loss, device, engine.pick_precision(args.precision, device),
                         optimizers=sgd_optimizers(model, len(loss.step_losses()), args),
                         lr_factor=engine.lr_schedule(args.lrstep, args.lrstepgamma,
                                                      WARMUP_EPOCHS if args.warmup else 0),
-                        distributed=distributed)
+                        distributed=distributed, mix=mixing)
     run.scaler = torch.amp.GradScaler(device.type) if run.precision.needs_scaler else None
     run.forward = engine.wrap_for_distribution(model, distributed, device)
     if args.compile:
         run.forward = torch.compile(run.forward)
     return run
+
+
+def check_mixable(objective: str, loss, mixing):
+    """Refuse --mixup/--cutmix with an objective that cannot score mixed targets, saying why."""
+    if mixing is None or loss.supports_mixed_targets:
+        return
+    why = NOT_MIXABLE.get(objective, "its loss is not a mean of per-sample terms")
+    flags = " and ".join(f for f, alpha in (("--mixup", mixing.mixup), ("--cutmix", mixing.cutmix)) if alpha)
+    raise UserError(f"{flags} cannot train --objective {objective}: a mixed batch is scored as lambda L(y_a) + "
+                    f"(1 - lambda) L(y_b) sample by sample, and {objective} is not a mean of per-sample losses "
+                    f"({why}); drop {flags} or use a per-sample objective such as ERM, FL, CB, LDAM or LA")
+
+
+def unaugmented(batches: data.Batches, height: int, width: int) -> data.Batches:
+    """The batches without augmentation at height x width: the training set's enlarged cache of the
+    resized crops is resized back, so the model sees what it sees in validation."""
+    size = batches.image_set.size
+    fit = None if size == (height, width) else (lambda images, generator: augment.resize(images, height, width))
+    return dataclasses.replace(batches, augment=fit)
 
 
 def sgd_optimizers(model, count: int, args) -> tuple:
@@ -206,9 +246,8 @@ class Trainer:
 
     def training_logits(self) -> torch.Tensor:
         """The model's logits of every training image, unaugmented (for objectives that choose samples)."""
-        unaugmented = dataclasses.replace(self.setup.train, augment=None)
-        return self.setup.engine.predict(unaugmented, self.args.batchsize, self.progress,
-                                         desc="score training images")[1]
+        plain = unaugmented(self.setup.train, self.args.height, self.args.width)
+        return self.setup.engine.predict(plain, self.args.batchsize, self.progress, desc="score training images")[1]
 
     def validate(self, epoch: int, lr: float) -> dict:
         labels, logits = self.setup.engine.predict(self.setup.valid, self.args.batchsize, self.progress,

@@ -265,7 +265,8 @@ def test_two_round_simulation_writes_the_curve(tiny, run):
     assert (curve["seed"] == 0).all()
     start = curve[curve["round"] == 0]
     assert start["test_bacc"].nunique() == 1 and (start["pseudo_labels"] == 0).all()  # one shared start
-    assert curve["test_acc"].between(0, 100).all() and curve["tail_share"].between(0, 1).all()
+    assert start["tail_share"].tolist() == pytest.approx([100 / 7] * 2, abs=1e-3)  # the tail: gamma, 1 of the 7
+    assert curve["test_acc"].between(0, 100).all() and curve["tail_share"].between(0, 100).all()
     later = curve[curve["round"] > 0]
     assert (later["pseudo_labels"] <= 23 - later["labelled"]).all()
     assert later[later["pseudo_labels"] > 0]["pseudo_precision"].between(0, 100).all()

@@ -229,7 +229,7 @@ class Simulation:
         precision = 100.0 * float((self.labels[pseudo] == pseudo_classes).mean()) if len(pseudo) else float("nan")
         row = {"strategy": strategy, "seed": seed, "round": round_, "labelled": len(labelled),
                "test_acc": outcome.test_acc, "test_bacc": outcome.test_bacc,
-               "tail_share": float(np.isin(self.labels[labelled], self.tail).mean()),
+               "tail_share": 100.0 * float(np.isin(self.labels[labelled], self.tail).mean()),
                "pseudo_labels": len(pseudo), "pseudo_precision": precision}
         self.curve.append(row)
         files.write_csv(self.folder / "curve.csv", self.curve, CURVE_COLUMNS)

@@ -70,6 +70,8 @@ def training_args(plan: Plan, data_root: Path, dataset: str, logs_root: Path, se
         raise UserError("--seed: a simulation trains with each of --seeds S [S ...]")
     if refused:
         raise UserError(f"{', '.join(refused)}: not a training argument of a simulation (it sets them itself)")
+    if "--model_index" not in given:
+        raise UserError("--model_index is required: the network each round trains (see: python get_model.py)")
     argv = [*plan.train_argv, "--dataset", dataset, "--data-root", str(data_root), "--logs-root", str(logs_root),
             "--seed", str(seed), "--no-progress"]
     try:

@@ -96,7 +96,7 @@ def simulate_parser():
         "Simulate active-learning rounds on a labelled dataset: its training labels hidden but a fraction, "
         "revealed as the strategies query them. Every other argument is a training argument of 1_train.py "
         "(--model_index is required; see python 1_train.py --help)."))
-    p.add_argument("--simulate", action="store_true", required=True)
+    p.add_argument("--simulate", action="store_true", help=argparse.SUPPRESS)  # the mode, named in prog
     p.add_argument("--dataset", required=True, metavar="NAME", help="a labelled dataset in the data root")
     p.add_argument("--initial", type=fraction, required=True, metavar="F",
                    help="fraction of each class's training images labelled at the start (at least one)")
@@ -125,6 +125,8 @@ def mode(argv: list) -> str:
 def parse_args(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = mode(argv)
+    if "-h" in argv or "--help" in argv:  # `--ingest --help` has no LABELLED.csv yet
+        argv = ["--help"]
     if chosen == "simulate":
         args, rest = simulate_parser().parse_known_args(argv)
         if "--balance" in rest:

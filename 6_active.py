@@ -151,7 +151,9 @@ def query(args) -> int:
                               args.batchsize, args.workers, args.cache_gb, not args.no_progress)
     pool, dataset = found.pool, found.dataset
     output = args.output or args.run / f"active-{time.strftime('%Y-%m-%d-%H-%M-%S')}"
-    active.write_query(output, found.queries, found.pseudo)
+    settings = {name: getattr(args, name) for name in ("run", "pool", "budget", "acquisition", "balance",
+                                                       "pseudo_threshold", "pseudo_alpha", "seed", "precision")}
+    active.write_query(output, found, settings)
     print(f"{found.predictor.path}: {len(pool.paths)} pool images of {args.pool} predicted "
           f"(device {found.predictor.device}, precision {found.predictor.precision.name}); skipped: "
           f"{len(pool.in_dataset)} already in {dataset.name}, {len(pool.duplicates)} duplicates, "

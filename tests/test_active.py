@@ -1,7 +1,9 @@
 """6_active.py: acquisition orders on known probabilities, balanced quotas, the pseudo-label rule,
 the query's files, ingesting labels into a new dataset version, and a simulated curve."""
 import hashlib
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -151,6 +153,9 @@ def test_query_writes_exactly_k_rows_skipping_images_already_in_the_dataset(trai
     assert set(queries["path"]) <= new_images and set(pseudo["path"]) <= new_images
     assert not set(queries["path"]) & set(pseudo["path"])
     assert "2 already in tiny, 1 duplicates" in stdout
+    asked = json.loads((out / "query.json").read_text())
+    assert asked["acquisition"] == "entropy" and asked["budget"] == 5 and asked["checkpoint"].endswith(".pth")
+    assert sorted(Path(p).name for p in asked["in_dataset"]) == ["known1.png", "known2.png"]
     assert "queries" in stdout and "pseudo-labels" in stdout and "total" in stdout
 
     # a second query into the same folder would overwrite labels a person may have filled in

@@ -47,7 +47,7 @@ from toolkit.data import (
     load_images,
     scan_split,
 )
-from toolkit.files import write_csv
+from toolkit.files import write_csv, write_json
 from toolkit.images import IMAGE_EXTENSIONS, decode_image, images_in, is_image
 from toolkit.predictor import Predictor
 
@@ -347,15 +347,6 @@ def class_table(class_names, train_counts, predicted, picked, pseudo_labelled) -
     return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
 
 
-def write_query(folder: Path, queries: list, pseudo: list):
-    """queries.csv and pseudo_labels.csv; an existing queries.csv (maybe labelled by now) is kept."""
-    if (Path(folder) / "queries.csv").exists():
-        raise UserError(f"{folder / 'queries.csv'} exists (its labels may be filled in already); "
-                        f"pass another --output")
-    write_csv(Path(folder) / "queries.csv", queries, QUERY_COLUMNS)
-    write_csv(Path(folder) / "pseudo_labels.csv", pseudo, PSEUDO_COLUMNS)
-
-
 def run_dataset(run_dir: Path, record, data_root=None) -> Path:
     """The folder of the dataset a run was trained on: below `data_root`, else the run's own."""
     recorded = runs.read_args(run_dir)
@@ -414,6 +405,23 @@ def query_pool(run_dir: Path, pool_dir: Path, budget: int, acquisition="entropy"
     return Query(predictor, dataset, pool, query_rows(pool.paths, probs, picked, scores, record.class_names),
                  pseudo_rows(pool.paths, probs, pseudo, pseudo_classes, record.class_names),
                  class_table(record.class_names, train_counts, predicted, picked, pseudo_classes))
+
+
+def write_query(folder: Path, found: Query, settings: dict):
+    """queries.csv, pseudo_labels.csv and query.json (what asked: the checkpoint, the settings,
+    the images passed over); an existing queries.csv (maybe labelled by now) is kept."""
+    folder = Path(folder)
+    if (folder / "queries.csv").exists():
+        raise UserError(f"{folder / 'queries.csv'} exists (its labels may be filled in already); "
+                        f"pass another --output")
+    pool = found.pool
+    write_json(folder / "query.json", {
+        **settings, "checkpoint": found.predictor.path, "dataset": found.dataset, "pool_images": len(pool.paths),
+        "in_dataset": pool.in_dataset, "duplicates": pool.duplicates,
+        "unreadable": [f"{path}: {reason}" for path, reason in pool.unreadable],
+        "table": found.table.to_dict("records")})
+    write_csv(folder / "pseudo_labels.csv", found.pseudo, PSEUDO_COLUMNS)
+    write_csv(folder / "queries.csv", found.queries, QUERY_COLUMNS)
 
 
 # ---------------------------------------------------------------- a new dataset version

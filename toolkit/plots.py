@@ -272,3 +272,26 @@ def prefix_svg_ids(svg: str, prefix: str) -> str:
     svg = re.sub(r'(\bid=")([^"]+)', renamed, svg)
     svg = re.sub(r"(url\(#)([^)]+)", renamed, svg)
     return re.sub(r'(href="#)([^"]+)', renamed, svg)
+
+
+@styled
+def active_learning_curve(curve: pd.DataFrame, path, labels=None):
+    """curve.svg of 6_active.py --simulate: mean test balanced accuracy (%) against the labelled
+    images, one line per strategy, a band from the lowest to the highest seed; `labels` maps a
+    strategy to its legend entry."""
+    labels = labels or {}
+    fig, ax = _figure(figsize=(7, 4.5))
+    for strategy, rows in curve.groupby("strategy", sort=False):
+        by_round = rows.groupby("round").agg(labelled=("labelled", "mean"), mean=("test_bacc", "mean"),
+                                             low=("test_bacc", "min"), high=("test_bacc", "max"))
+        seeds = rows["seed"].nunique()
+        line, = ax.plot(by_round["labelled"], by_round["mean"], marker="o", markersize=3,
+                        label=f"{labels.get(strategy, strategy)}, {seeds} seed{'s' if seeds > 1 else ''}")
+        ax.fill_between(by_round["labelled"], by_round["low"], by_round["high"], color=line.get_color(), alpha=0.15,
+                        linewidth=0)
+    ax.set(xlabel="labelled training images", ylabel="test balanced accuracy (%)",
+           title="mean over seeds; band: lowest to highest seed")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)

@@ -32,18 +32,23 @@ def runs_folder(logs_root: Path, model_name: str, dataset: str, objective: str) 
 
 def new_run_dir(logs_root: Path, model_name: str, dataset: str, objective: str) -> Path:
     """Create logs/<model>/<dataset>/<objective>/<now>/ (waiting a second if that name is taken)."""
-    parent = runs_folder(logs_root, model_name, dataset, objective)
+    return new_dated_dir(runs_folder(logs_root, model_name, dataset, objective), "a run directory")
+
+
+def new_dated_dir(parent: Path, what: str) -> Path:
+    """Create parent/<YYYY-MM-DD-HH-MM-SS>/ for now, waiting for the next second if that name is
+    taken; `what` names it in the error."""
     try:
         parent.mkdir(parents=True, exist_ok=True)
         while True:
-            run_dir = parent / time.strftime(DATETIME_FORMAT)
+            folder = parent / time.strftime(DATETIME_FORMAT)
             try:
-                run_dir.mkdir()
-                return run_dir
+                folder.mkdir()
+                return folder
             except FileExistsError:
                 time.sleep(0.2)
     except OSError as e:
-        raise UserError(f"cannot create a run directory under {parent} ({e.strerror or e})") from None
+        raise UserError(f"cannot create {what} under {parent} ({e.strerror or e})") from None
 
 
 def list_runs(folder: Path) -> list:

@@ -98,18 +98,7 @@ def tail_classes(train_counts) -> np.ndarray:
 
 def new_simulation_dir(logs_root: Path, dataset: str) -> Path:
     """logs/active/<dataset>/<YYYY-MM-DD-HH-MM-SS>/, waiting a second if that name is taken."""
-    parent = Path(logs_root) / "active" / dataset
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            folder = parent / time.strftime(runs.DATETIME_FORMAT)
-            try:
-                folder.mkdir()
-                return folder
-            except FileExistsError:
-                time.sleep(0.2)
-    except OSError as e:
-        raise UserError(f"cannot create a simulation folder under {parent} ({e.strerror or e})") from None
+    return runs.new_dated_dir(Path(logs_root) / "active" / dataset, "a simulation folder")
 
 
 class RoundTrainer(training.Trainer):

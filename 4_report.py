@@ -6,13 +6,12 @@ recipes (runs that differ only in --seed) with intervals over their seeds.
 
 writes summary.csv, recipes.csv, report.html, valid_curves.svg and per_class_recall.svg into that folder.
 """
-import importlib
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from toolkit import cli, files, plots, recipes, report_page, runs
+from toolkit import cli, files, plan, plots, recipes, report_page, runs
 
 SHOWN = ["model", "dataset", "objective", "augment", "datetime", "epochs", "best_valid", "test_acc", "test_bacc",
          "test_macro_f1", "test_gmean", "test_few_shot"]
@@ -33,8 +32,7 @@ def parse_args(argv=None):
 
 def training_defaults() -> dict:
     """1_train.py's defaults: what a run recorded before an option existed ran with."""
-    parser = importlib.import_module("1_train").build_parser()
-    return {a.dest: a.default for a in parser._actions if a.dest != "help"}
+    return plan.defaults()
 
 
 def newest_of_each(found: list) -> list:

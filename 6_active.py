@@ -22,22 +22,9 @@ from toolkit import active, arguments, cli, simulation
 MODES = ("--ingest", "--simulate")
 
 
-def probability(text: str) -> float:
-    value = cli.number(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a probability in (0, 1], got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    value = cli.number(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1, got {text}")
-    return value
-
-
 def add_pseudo_rule(p):
-    p.add_argument("--pseudo-threshold", type=probability, default=active.PSEUDO_THRESHOLD, metavar="P",
+    p.add_argument("--pseudo-threshold", type=cli.number_in(0.0, 1.0, low_open=True), default=active.PSEUDO_THRESHOLD,
+                   metavar="P",
                    help="pseudo-label an image when its top probability is at least P, FixMatch's threshold "
                         f"(default: {active.PSEUDO_THRESHOLD})")
     p.add_argument("--pseudo-alpha", type=cli.non_negative_float, default=active.PSEUDO_ALPHA, metavar="A",
@@ -98,7 +85,7 @@ def simulate_parser():
         "(--model_index is required; see python 1_train.py --help)."))
     p.add_argument("--simulate", action="store_true", help=argparse.SUPPRESS)  # the mode, named in prog
     p.add_argument("--dataset", required=True, metavar="NAME", help="a labelled dataset in the data root")
-    p.add_argument("--initial", type=fraction, required=True, metavar="F",
+    p.add_argument("--initial", type=cli.number_in(0.0, 1.0, low_open=True, high_open=True), required=True, metavar="F",
                    help="fraction of each class's training images labelled at the start (at least one)")
     p.add_argument("--budget", type=cli.positive_int, required=True, metavar="K", help="queries per round")
     p.add_argument("--rounds", type=cli.positive_int, required=True, metavar="R", help="rounds after the start")

@@ -14,7 +14,6 @@ toolkit's batched path (b), the augmentation alone and a training step, in one r
 Same images, model, initial weights, batch size and number of steps on both sides; warm-up steps
 are not timed; with --repeats the two take turns and each keeps its fastest turn.
 """
-import importlib
 import itertools
 import os
 import shutil
@@ -41,7 +40,7 @@ from benchmarks.train_speed import (
     sgd,
     toolkit_training,
 )
-from toolkit import arguments, augment, cli, engine, sampling, training
+from toolkit import arguments, augment, cli, engine, plan, sampling, training
 
 CLASSES = 4
 
@@ -59,8 +58,10 @@ def parse_args(argv=None):
                    help="untimed training steps before the timed ones (default: 1)")
     p.add_argument("--loader-workers", type=cli.non_negative_int, default=min(4, os.cpu_count() or 1),
                    help="DataLoader worker processes of (a) (default: the CPU cores, at most 4)")
-    p.add_argument("--randaugment-n", type=cli.non_negative_int, default=2, help="RandAugment operations (default: 2)")
-    p.add_argument("--randaugment-m", type=augment.magnitude_bin, default=9, help="RandAugment magnitude (default: 9)")
+    p.add_argument("--randaugment-n", type=cli.non_negative_int, default=augment.RANDAUGMENT_N,
+                   help="RandAugment operations (default: %(default)s)")
+    p.add_argument("--randaugment-m", type=augment.magnitude_bin, default=augment.RANDAUGMENT_M,
+                   help="RandAugment magnitude (default: %(default)s)")
     arguments.add_device(p)  # (a) trains in fp32, as its users do
     p.add_argument("--repeats", type=cli.positive_int, default=1,
                    help="measure (a) and (b) this many times, taking turns, and keep each one's fastest (default: 1)")
@@ -145,7 +146,7 @@ def per_image_training(args, loader, device):
 
 def toolkit_setup(args, data_root: Path, device):
     """(b) built exactly as 1_train.py builds it, from 1_train.py's own arguments."""
-    train_args = importlib.import_module("1_train").parse_args([
+    train_args = plan.parse_args([
         "--dataset", "jpegs", "--data-root", str(data_root), "--model_index", str(args.model_index),
         "--height", str(args.size), "--width", str(args.size), "--batchsize", str(args.batchsize),
         "--lr", str(LR), "--lrstep", "1000000", "--momentum", str(MOMENTUM), "--weight-decay", str(WEIGHT_DECAY),

@@ -12,7 +12,6 @@ timed. (b)'s FLOP/s is compared with this machine's matmul peak at (b)'s precisi
 the same run.
 """
 import dataclasses
-import importlib
 import itertools
 import os
 import sys
@@ -25,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 import get_model
-from toolkit import arguments, augment, cli, data, engine, sampling, training
+from toolkit import arguments, augment, cli, data, engine, plan, sampling, training
 
 LR = 0.02
 MOMENTUM = 0.9
@@ -171,7 +170,7 @@ def seed_evaluation(args, dataset, mean, std, num_classes, device):
 
 def toolkit_setup(args, device) -> training.Setup:
     """(b) built exactly as 1_train.py builds it, from 1_train.py's own arguments."""
-    train_args = importlib.import_module("1_train").parse_args([
+    train_args = plan.parse_args([
         "--dataset", args.dataset, "--data-root", str(args.data_root), "--model_index", str(args.model_index),
         "--height", str(args.height), "--width", str(args.width), "--batchsize", str(args.batchsize),
         "--lr", str(LR), "--lrstep", "1000000", "--momentum", str(MOMENTUM), "--weight-decay", str(WEIGHT_DECAY),

@@ -14,18 +14,29 @@ The contract:
   `epoch_draws(...)` which training images an epoch draws (SPBL's selection), `set_epoch(epoch,
   epochs)` before each training epoch, `end_epoch(gather)` after its last batch, and
   `epoch_log()` the objective's own columns of train.csv.
-- `supports_mixed_targets`: whether the loss is a mean of per-sample terms, so that a mixed batch
-  (mixup, cutmix) can be scored as lambda L(y_a) + (1 - lambda) L(y_b) per sample. Only such an
-  objective is ever handed a `MixedTargets(a, b, lam)` in place of the targets tensor (1_train.py
-  refuses --mixup/--cutmix with the others); `PerSampleLoss` handles it, so a new per-sample
-  objective supports mixing by writing `per_sample` only. lam is a 0-d float tensor on the logits'
-  device (the share of a); lam = 1 gives exactly the unmixed loss.
+- `mixing_refusal`: None when the loss is a mean of per-sample terms, so that a mixed batch
+  (mixup, cutmix) can be scored as lambda L(y_a) + (1 - lambda) L(y_b) per sample, else the reason
+  it cannot be (`supports_mixed_targets` says which). Only a mixable objective is ever handed a
+  `MixedTargets(a, b, lam)` in place of the targets tensor (training.build_setup refuses
+  --mixup/--cutmix with the others, quoting the reason); `PerSampleLoss` handles it, so a new
+  per-sample objective supports mixing by writing `per_sample` only. lam is a 0-d float tensor on
+  the logits' device (the share of a); lam = 1 gives exactly the unmixed loss.
 - State that matters for resume lives in buffers or extra state, so `state_dict` carries it.
+
+The declaration: every objective class says, with `@declare(...)` above it, its name, its
+one-line summary, its hyper-parameters (flag, type, default, help, and the range a search draws
+from), whether --drw applies and whether it needs every class to have training images; and it
+builds itself from the parsed training plan with `from_plan(class_counts, args)`. criterion.py's
+table lists the classes; its defaults, flags and the search space are read from the declarations.
 """
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from toolkit.cli import UserError, positive_int
+from toolkit.space import HyperParameter
 
 
 class MixedTargets(NamedTuple):
@@ -36,10 +47,47 @@ class MixedTargets(NamedTuple):
     lam: torch.Tensor
 
 
+@dataclass(frozen=True)
+class Declaration:
+    """What an objective says of itself: its row of criterion.py's table and its flags."""
+    name: str
+    summary: str
+    loss: type
+    hyper_parameters: tuple = ()
+    reads: tuple = ()  # dests of flags declared by another objective that this one uses too
+    drw: bool = False
+    needs_counts: bool = False
+    withdrawn: dict | None = None  # flags of an earlier definition -> what replaced them
+
+    @property
+    def flags(self) -> tuple:
+        """The dests of every objective flag this objective reads (its own and `reads`)."""
+        return tuple(h.dest for h in self.hyper_parameters) + self.reads + (("drw",) if self.drw else ())
+
+
+def declare(name: str, summary: str, hyper_parameters=(), reads=(), drw=False, needs_counts=False, withdrawn=None):
+    """Class decorator: attach the objective's Declaration as `cls.declaration`."""
+    def attach(cls):
+        cls.declaration = Declaration(name, summary, cls, tuple(hyper_parameters), tuple(reads), drw,
+                                      needs_counts, withdrawn)
+        return cls
+    return attach
+
+
 class Objective(nn.Module):
     """The base of every training objective; the hooks do nothing unless overridden."""
 
-    supports_mixed_targets = False
+    declaration: Declaration
+    mixing_refusal = "its loss is not a mean of per-sample terms"
+
+    @property
+    def supports_mixed_targets(self) -> bool:
+        return self.mixing_refusal is None
+
+    @classmethod
+    def from_plan(cls, class_counts: torch.Tensor, args) -> "Objective":
+        """The objective for these per-class training counts (float64) and the parsed plan."""
+        return cls()
 
     def adapt_model(self, model: nn.Module) -> nn.Module:
         """The model this objective trains, built from the table's model (returned unchanged here)."""
@@ -85,7 +133,7 @@ class PerSampleLoss(Objective):
     criterion(z, b), with criterion = F.cross_entropy(weight=w). Either way lam = 1 gives the
     unmixed loss bit for bit (0 * a finite loss adds nothing)."""
 
-    supports_mixed_targets = True
+    mixing_refusal = None
 
     def __init__(self, drw_weights: torch.Tensor | None = None, drw_start: int | None = None):
         super().__init__()
@@ -133,3 +181,40 @@ def log_one_minus_p_target(logits: torch.Tensor, targets: torch.Tensor) -> torch
     others = torch.logsumexp(logits.masked_fill(is_target, float("-inf")), dim=1)
     return others - torch.logsumexp(logits, dim=1)
 
+
+
+# ---------------------------------------------------------------- shared by several objectives
+
+DRW = HyperParameter(
+    "--drw", None, type=positive_int, options={"metavar": "EPOCH"},
+    help="deferred re-weighting (objectives whose table row says so): from EPOCH on, counted from 1 as in "
+         "train.csv, weigh samples by the class-balanced weights w of --cb-beta, loss sum w l / sum w. With FL "
+         "this is sum w (1 - p_y)^gamma CE / sum w, which differs from the LDAM-DRW reference code: it takes "
+         "the modulator from the weighted CE, (1 - exp(-w CE))^gamma w CE, and divides by N. The reference "
+         "switches at its 0-based epoch 160: --drw 161 (not 160) reproduces it (default: off)")
+
+
+def class_balanced_weights(class_counts: torch.Tensor, beta: float) -> torch.Tensor:
+    """Cui et al., "Class-Balanced Loss Based on Effective Number of Samples", CVPR 2019.
+
+    w_c = (1 - beta) / (1 - beta^{n_c}), normalised so the K weights sum to K. beta = 0 gives all 1.
+    Computed in float64: beta^{n_c} for beta = 0.9999 needs the precision.
+    """
+    counts = class_counts.to(torch.float64)
+    weights = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), counts))
+    return (weights / weights.sum() * len(counts)).float()
+
+
+def deferred_reweighting(class_counts: torch.Tensor, args) -> dict:
+    """PerSampleLoss's DRW keywords from --drw and --cb-beta (none when --drw is off)."""
+    if args.drw is None:
+        return {}
+    return {"drw_weights": class_balanced_weights(class_counts, args.cb_beta), "drw_start": args.drw}
+
+
+def require_every_class(class_counts: torch.Tensor, what: str) -> None:
+    """Refuse per-class counts with an empty class: `what` (e.g. "--objective CB") divides by them."""
+    empty = [index for index, count in enumerate(class_counts.tolist()) if count <= 0]
+    if empty:
+        raise UserError(f"{what} uses per-class training counts, but class index(es) {empty} have no training "
+                        f"images; add images to them or remove those classes")

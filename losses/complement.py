@@ -2,7 +2,9 @@
 import torch
 import torch.nn.functional as F
 
-from losses.base import Objective, target_mask
+from losses.base import Objective, declare, target_mask
+from toolkit.cli import number
+from toolkit.space import HyperParameter, Uniform
 
 
 def complement_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -22,6 +24,10 @@ def complement_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return (p * log_p).sum() / (n * k)
 
 
+@declare("CCE", "complement cross-entropy: CE + gamma * complement entropy term (--ccegamma)", hyper_parameters=[
+    HyperParameter("--ccegamma", 5.0, type=number, search=Uniform(0.5, 10.0),
+                   help="CCE: weight gamma of the complement entropy term; > 0 flattens the wrong-class "
+                        "distribution (the published code's -1 sharpens it) (default: %(default)s)")])
 class ComplementCrossEntropy(Objective):
     """CCE: CE + gamma * complement_entropy (Kim et al., "Imbalanced Image Classification with
     Complement Cross Entropy", Pattern Recognition Letters 2021).
@@ -32,20 +38,31 @@ class ComplementCrossEntropy(Objective):
     use --ccegamma -1. gamma = 0 is ERM.
     """
 
+    mixing_refusal = ("its complement-entropy term is the entropy of each sample's wrong classes, which needs "
+                      "one target class per sample")
+
     def __init__(self, gamma: float):
         super().__init__()
         self.gamma = gamma
+
+    @classmethod
+    def from_plan(cls, class_counts, args):
+        return cls(args.ccegamma)
 
     def forward(self, logits, targets):
         logits = logits.float()
         return F.cross_entropy(logits, targets) + self.gamma * complement_entropy(logits, targets)
 
 
+@declare("COT", "complement objective training: a CE step, then a complement-entropy step")
 class ComplementObjectiveTraining(Objective):
     """COT (Chen et al., "Complement Objective Training", ICLR 2019): per batch, a CE step, then a
     second forward pass and a second optimizer step on `complement_loss`, both run by the engine
     through `step_losses`.
     """
+
+    mixing_refusal = ("its second step is the complement entropy of each sample's wrong classes, which needs "
+                      "one target class per sample")
 
     def step_losses(self) -> tuple:
         return (self, self.complement_loss)

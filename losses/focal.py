@@ -2,9 +2,38 @@
 import torch
 import torch.nn.functional as F
 
-from losses.base import PerSampleLoss, log_one_minus_p_target
+import argparse
+
+from losses.base import (
+    PerSampleLoss,
+    class_balanced_weights,
+    declare,
+    deferred_reweighting,
+    log_one_minus_p_target,
+    require_every_class,
+)
+from toolkit.cli import non_negative_float, number_in
+from toolkit.space import Choice, HyperParameter, Uniform
 
 
+def focal_alpha(text: str):
+    """--flalpha: None, 'cb', or a number in (0, 1]."""
+    if text.lower() == "none":
+        return None
+    if text.lower() == "cb":
+        return "cb"
+    try:
+        return number_in(0.0, 1.0, low_open=True)(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1] or 'cb', got {text!r}") from e
+
+
+@declare("FL", "focal loss (--flgamma, --flalpha)", drw=True, reads=["cb_beta"], hyper_parameters=[
+    HyperParameter("--flgamma", 2.0, type=non_negative_float, search=Uniform(0.0, 5.0),
+                   help="FL: focusing parameter gamma; 0 is cross-entropy (default: %(default)s)"),
+    HyperParameter("--flalpha", None, type=focal_alpha, search=Choice((None, "cb")),
+                   help="FL: alpha, a number in (0, 1] for every class, or 'cb' for the class-balanced weights of "
+                        "--cb-beta (default: none)")])
 class FocalLoss(PerSampleLoss):
     """FL (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017), softmax form on logits:
     l_i = -alpha_{y_i} (1 - p_{i,y_i})^gamma log p_{i,y_i}, averaged over the batch.
@@ -36,6 +65,17 @@ class FocalLoss(PerSampleLoss):
         super().__init__(**drw)
         self.gamma = gamma
         self.register_buffer("alpha", alpha)
+
+    @classmethod
+    def from_plan(cls, class_counts, args):
+        if args.flalpha is None:
+            alpha = torch.ones(len(class_counts))
+        elif args.flalpha == "cb":
+            require_every_class(class_counts, "--objective FL")
+            alpha = class_balanced_weights(class_counts, args.cb_beta)
+        else:
+            alpha = torch.full((len(class_counts),), float(args.flalpha))
+        return cls(args.flgamma, alpha, **deferred_reweighting(class_counts, args))
 
     def per_sample(self, logits, targets):
         ce = F.cross_entropy(logits, targets, reduction="none")

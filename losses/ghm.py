@@ -2,9 +2,17 @@
 import torch
 import torch.nn.functional as F
 
-from losses.base import Objective
+from losses.base import Objective, declare
+from toolkit.cli import number_in, positive_int
+from toolkit.space import HyperParameter, Integer, Uniform
 
 
+@declare("GHMC", "gradient harmonizing classification loss (--ghm-bins, --ghm-momentum)", hyper_parameters=[
+    HyperParameter("--ghm-bins", 30, type=positive_int, search=Integer(5, 50),
+                   help="GHMC: number of gradient-norm bins on [0, 1] (default: %(default)s)"),
+    HyperParameter("--ghm-momentum", 0.75, type=number_in(0.0, 1.0, high_open=True), search=Uniform(0.0, 0.95),
+                   help="GHMC: momentum of the moving bin counts, in [0, 1); 0 uses each batch alone "
+                        "(default: %(default)s)")])
 class GradientHarmonizing(Objective):
     """GHMC (Li et al., "Gradient Harmonized Single-stage Detector", AAAI 2019), softmax form.
 
@@ -24,12 +32,19 @@ class GradientHarmonizing(Objective):
     fractions means a smaller last batch is not up-weighted, and 1 bin is ERM for any batch size.
     """
 
+    mixing_refusal = ("its weights come from each sample's gradient norm 1 - p_y, binned over the batch, which "
+                      "needs one target class per sample")
+
     def __init__(self, bins: int, momentum: float):
         super().__init__()
         self.bins = bins
         self.momentum = momentum
         self.register_buffer("bin_fraction", torch.zeros(bins))
         self.register_buffer("initialised", torch.tensor(False))
+
+    @classmethod
+    def from_plan(cls, class_counts, args):
+        return cls(args.ghm_bins, args.ghm_momentum)
 
     def forward(self, logits, targets):
         ce = F.cross_entropy(logits.float(), targets, reduction="none")

@@ -2,10 +2,19 @@
 import torch
 import torch.nn.functional as F
 
-from losses.base import PerSampleLoss, target_mask
+from losses.base import PerSampleLoss, declare, deferred_reweighting, target_mask
 from models import use_cosine_classifier
+from toolkit.cli import non_negative_float, positive_float
+from toolkit.space import HyperParameter, LogUniform, Uniform
 
 
+@declare("LDAM", "label-distribution-aware margin, cosine classifier (--ldam-max-m, --ldam-s)", drw=True,
+         needs_counts=True, hyper_parameters=[
+             HyperParameter("--ldam-max-m", 0.5, type=non_negative_float, search=Uniform(0.1, 1.0),
+                            help="LDAM: margin of the rarest class; the others get max_m * (n_rarest / n_c)^(1/4) "
+                                 "(default: %(default)s)"),
+             HyperParameter("--ldam-s", 30.0, type=positive_float, search=LogUniform(5.0, 50.0),
+                            help="LDAM: scale s of the cosine classifier's logits (default: %(default)s)")])
 class LDAMLoss(PerSampleLoss):
     """LDAM (Cao et al., NeurIPS 2019): CE(s * (cos - Delta_y on the target column)).
 
@@ -19,6 +28,10 @@ class LDAMLoss(PerSampleLoss):
         margins = class_counts.to(torch.float64) ** -0.25
         self.register_buffer("margins", (margins * (max_margin / margins.max())).float())
         self.scale = scale
+
+    @classmethod
+    def from_plan(cls, class_counts, args):
+        return cls(class_counts, args.ldam_max_m, args.ldam_s, **deferred_reweighting(class_counts, args))
 
     def per_sample(self, logits, targets):
         target_margin = self.scale * self.margins[targets]

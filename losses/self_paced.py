@@ -4,7 +4,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from losses.base import Objective
+import argparse
+
+from losses.base import Objective, declare
+from toolkit.cli import number_in
+from toolkit.space import Choice, HyperParameter, LogUniform
 
 PACES = (0.5, 0.75, 0.9, 1.0, 1.0)  # cfg.py line 14, add_ratios
 MAX_WEIGHT = 10.0  # data_process.py line 221: ConsistentCostMatrixGen(K, 10, ...)
@@ -12,6 +16,30 @@ RESAMPLE_BOUND = 3  # data_process.py lines 254-257: 3 * ceil(mean count)
 DRAWS_STREAM = 0x5DEECE66D  # keeps SPBL's per-epoch draws apart from the loader's epoch generator
 
 
+WITHDRAWN = ("belonged to SPBL's withdrawn definition (loss-quantile thresholds) and is gone; SPBL now trains in "
+             "stages of pace shares: use --spbl-paces R [R ...] (default: 0.5 0.75 0.9 1 1), --spbl-max-weight W "
+             "(default: 10) and --spbl-resample / --no-spbl-resample")
+
+
+@declare("SPBL", "self-paced balance learning: paced per-class selection by rank, bounded class weights and "
+                 "resampling by complexity (--spbl-paces, --spbl-max-weight, --spbl-resample)",
+         needs_counts=True, hyper_parameters=[
+             HyperParameter("--spbl-paces", PACES, type=number_in(0.0, 1.0, low_open=True),
+                            options={"nargs": "+", "metavar": "R"},
+                            help="SPBL: the share r in (0, 1] of each class (its easiest ceil(r n_c) images) that "
+                                 "trains in each stage after a first stage of plain CE on every image; the 1 + "
+                                 "(number of R) stages split the epochs evenly (default: 0.5 0.75 0.9 1 1, the "
+                                 "authors')"),
+             HyperParameter("--spbl-max-weight", MAX_WEIGHT, type=number_in(1.0, math.inf, high_open=True),
+                            search=LogUniform(1.0, 30.0),
+                            help="SPBL: class weights run from 1 (least complex class) to this (most complex), by "
+                                 "rank, before they are scaled to average 1 per training image; 1 weighs classes "
+                                 "equally (default: %(default)s)"),
+             HyperParameter("--spbl-resample", True, search=Choice((True, False)),
+                            options={"action": argparse.BooleanOptionalAction},
+                            help="SPBL: the authors' curriculum reconstruction, per-class draws handed out by "
+                                 "complexity rank within bounds (default: on)")],
+         withdrawn={"--spbl-start": WITHDRAWN, "--spbl-full": WITHDRAWN})
 class SelfPacedBalance(Objective):
     """SPBL (Yang et al., "Self-Paced Balance Learning for Clinical Skin Disease Recognition", IEEE
     TNNLS 2020), following the authors' code, github.com/xpwu95/SPBL_Pytorch at bfcb208 (cited as
@@ -84,6 +112,13 @@ class SelfPacedBalance(Objective):
     Under torchrun every process gets the same logits and seed, so it computes the same draws and
     nothing needs gathering.
     """
+
+    mixing_refusal = ("it selects each class's easiest images and weighs classes by the complexity of their "
+                      "selected images, which needs one class per sample")
+
+    @classmethod
+    def from_plan(cls, class_counts, args):
+        return cls(class_counts, args.spbl_paces, args.spbl_max_weight, args.spbl_resample)
 
     def __init__(self, class_counts: torch.Tensor, paces=PACES, max_weight: float = MAX_WEIGHT,
                  resample: bool = True):

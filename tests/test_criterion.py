@@ -9,9 +9,9 @@ from conftest import objective_args
 
 import criterion
 import get_model
-from losses.base import Objective
+from losses.base import Objective, PerSampleLoss, class_balanced_weights, declare
 from losses.complement import complement_entropy
-from losses.cross_entropy import class_balanced_weights
+from toolkit import plan, space
 from toolkit.cli import ArgumentParser, UserError
 
 LOGITS = [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 3.0]]
@@ -93,7 +93,7 @@ def test_table_order_and_names():
     expected = ["ERM", "CCE", "COT", "FL", "SPBL", "GHMC", "CB", "LDAM", "LA", "ALRP"]
     assert list(criterion.OBJECTIVES) == expected
     assert criterion.objective_names() == expected
-    assert all(row.summary and callable(row.factory) for row in criterion.OBJECTIVES.values())
+    assert all(row.summary and issubclass(row.loss, torch.nn.Module) for row in criterion.OBJECTIVES.values())
 
 
 def test_every_objective_offers_the_engine_the_same_hooks():
@@ -132,8 +132,10 @@ def test_class_without_images_is_fine_where_counts_do_not_matter(name):
     assert math.isfinite(value(build(name, [4, 0, 3])))
 
 
-def test_namespace_lacking_arguments_uses_defaults():
-    module = criterion.build_criterion("LDAM", COUNTS, argparse.Namespace())
+def test_the_training_plan_at_its_defaults_builds_the_declared_defaults():
+    args = plan.parse_args(["--model_index", "42", "--dataset", "any"])
+    assert {name: getattr(args, name) for name in criterion.DEFAULTS} == criterion.DEFAULTS
+    module = criterion.build_criterion("LDAM", COUNTS, args)
     assert module.scale == 30.0
     assert module.margins.max().item() == pytest.approx(0.5)
 
@@ -443,3 +445,60 @@ def test_types_raise_argument_type_error():
     for dest, text in [("cb_beta", "1"), ("ghm_momentum", "1.5"), ("spbl_paces", "2"), ("flalpha", "x")]:
         with pytest.raises(argparse.ArgumentTypeError):
             types[dest](text)
+
+
+# ---------------------------------------------------------------- the declarations
+
+@pytest.mark.parametrize("name", criterion.objective_names())
+def test_every_declared_search_range_holds_its_default(name):
+    row = criterion.OBJECTIVES[name]
+    assert row.name == name and row.loss.declaration is row
+    for hyper_parameter in row.hyper_parameters:
+        if hyper_parameter.search is not None:
+            assert hyper_parameter.search.holds(hyper_parameter.default), hyper_parameter.flag
+
+
+def test_ranges_hold_what_they_say():
+    assert space.LogUniform(1e-4, 1e-2).holds(1e-3) and not space.LogUniform(1e-4, 1e-2).holds(0.1)
+    assert space.Uniform(0.0, 2.5).holds(0.0) and not space.Uniform(0.0, 2.5).holds(2.6)
+    assert space.Integer(0, 10).holds(10) and not space.Integer(0, 10).holds(2.5)
+    assert not space.Integer(0, 10).holds(True)
+    assert space.Choice((None, "cb")).holds(None) and not space.Choice((None, "cb")).holds(0.5)
+
+
+def test_the_flags_defaults_and_mixing_refusals_are_the_declarations():
+    parser = argparse.ArgumentParser()
+    criterion.add_arguments(parser)
+    declared = {h.dest: h.default for row in criterion.OBJECTIVES.values() for h in row.hyper_parameters}
+    parsed = vars(parser.parse_args([]))
+    assert parsed == {**declared, "drw": None} == criterion.DEFAULTS
+    for name, row in criterion.OBJECTIVES.items():
+        refusal = row.loss.mixing_refusal
+        assert refusal is None or len(refusal) > 20, name  # a reason a user can read
+        assert build(name).supports_mixed_targets == (refusal is None)
+    assert {n for n, r in criterion.OBJECTIVES.items() if r.loss.mixing_refusal is None} == {"ERM", "FL", "CB",
+                                                                                            "LDAM", "LA"}
+
+
+def test_a_new_objective_is_one_class_and_one_row(monkeypatch):
+    @declare("TOY", "cross-entropy scaled by k (--toy-k)", hyper_parameters=[
+        space.HyperParameter("--toy-k", 3, type=int, search=space.Integer(1, 5), help="TOY: the scale")])
+    class Toy(PerSampleLoss):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        @classmethod
+        def from_plan(cls, class_counts, args):
+            return cls(args.toy_k)
+
+        def per_sample(self, logits, targets):
+            return self.k * F.cross_entropy(logits, targets, reduction="none")
+
+    monkeypatch.setitem(criterion.OBJECTIVES, "TOY", Toy.declaration)
+    parser = argparse.ArgumentParser()
+    criterion.add_arguments(parser)
+    args = parser.parse_args(["--toy-k", "4"])
+    loss = criterion.build_criterion("TOY", COUNTS, args)
+    assert value(loss) == pytest.approx(4 * value(build("ERM")), rel=1e-6)
+    assert loss.supports_mixed_targets

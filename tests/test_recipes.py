@@ -2,7 +2,6 @@
 4_report.py's recipes.csv and its self-contained report.html. The runs are fabricated (args.json,
 valid.csv, test_metrics.csv, per_class.csv, confusion_matrix.csv): no training needed."""
 import html.parser
-import importlib
 import json
 import math
 from pathlib import Path
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from toolkit import recipes, runs
+from toolkit import plan, recipes, runs
 
 CLASSES = ["alpha", "<em>beta</em> & co", "gamma"]  # a name that must be escaped in the page
 ARGS = {"model_index": 42, "dataset": "demo", "objective": "ERM", "lr": 0.1, "epochs": 3, "batchsize": 32,
@@ -105,7 +104,7 @@ def test_defaults_fill_keys_an_older_run_lacks(tmp_path):
 
 
 def test_the_neutral_keys_are_options_of_1_train():
-    parser = importlib.import_module("1_train").build_parser()
+    parser = plan.build_parser()
     options = {a.dest for a in parser._actions}
     recorded = {"device_used", "precision_used", "versions", "model_name", "mean", "std", "cosine_scale"}
     assert recipes.NEUTRAL - recorded <= options  # no typo in the list

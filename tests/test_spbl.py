@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TRAIN_ARGS
+from conftest import TRAIN_ARGS, objective_args
 
 import criterion
 from losses.self_paced import (
@@ -20,7 +20,7 @@ from toolkit import runs
 
 
 def build(counts, **overrides):
-    args = argparse.Namespace(**{f"spbl_{name}": value for name, value in overrides.items()})
+    args = objective_args(**{f"spbl_{name}": value for name, value in overrides.items()})
     return criterion.build_criterion("SPBL", counts, args)
 
 

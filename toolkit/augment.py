@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from losses.base import MixedTargets
-from toolkit.cli import number
 
 CROP_PADDING = 4
 AUGMENTATIONS = ("pad-crop-flip", "resized-crop-flip", "randaugment", "none")
@@ -40,6 +39,7 @@ CACHE_ENLARGEMENT = 8 / 7  # the training cache of the resized crops: "resize 25
 RESIZED_CROP_SCALE = (0.08, 1.0)
 RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
 RESIZED_CROP_ATTEMPTS = 10
+RANDAUGMENT_N, RANDAUGMENT_M = 2, 9  # torchvision's RandAugment defaults: 2 operations of magnitude bin 9
 MAGNITUDE_BINS = 31  # torchvision's num_magnitude_bins: --randaugment-m is a bin, 0 to 30
 CUTMIX_SWITCH_PROB = 0.5  # with both --mixup and --cutmix, cutmix for half the batches (timm's switch_prob)
 
@@ -71,7 +71,7 @@ def cache_size(name: str, height: int, width: int) -> tuple:
     return height, width
 
 
-def batch_augmentation(name: str, height: int, width: int, randaugment_n: int = 2, randaugment_m: int = 9):
+def batch_augmentation(name: str, height: int, width: int, randaugment_n=RANDAUGMENT_N, randaugment_m=RANDAUGMENT_M):
     """The (uint8 batch, generator) -> uint8 batch of --augment `name`, giving height x width
     images (None for `none`)."""
     if name == "pad-crop-flip":
@@ -99,7 +99,7 @@ def describe(settings: dict) -> str:
     """A run's augmentation in a few words, from its args.json: "randaugment n2 m9 + mixup 0.2".
     Runs from before --augment existed trained with pad-crop-flip and no mixing."""
     name = settings.get("augment") or DEFAULT
-    parts = [name + (f" n{settings.get('randaugment_n', 2)} m{settings.get('randaugment_m', 9)}"
+    parts = [name + (f" n{settings.get('randaugment_n', RANDAUGMENT_N)} m{settings.get('randaugment_m', RANDAUGMENT_M)}"
                      if name == "randaugment" else "")]
     mixes = [f"{kind} {settings[kind]:g}" for kind in ("mixup", "cutmix") if settings.get(kind)]
     prob = settings.get("mix_prob", 1.0)
@@ -405,12 +405,4 @@ def magnitude_bin(text: str) -> int:
         value = -1
     if not 0 <= value < MAGNITUDE_BINS:
         raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAGNITUDE_BINS - 1}, got {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    """--mix-prob: a probability in (0, 1]."""
-    value = number(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return value

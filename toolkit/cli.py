@@ -119,6 +119,14 @@ def checked(convert, accept, requirement: str):
     return parse
 
 
+def number_in(low: float, high: float, low_open=False, high_open=False):
+    """An argparse type for a finite number in an interval, e.g. number_in(0, 1, low_open=True): (0, 1]."""
+    shown = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    above = (lambda value: value > low) if low_open else (lambda value: value >= low)
+    below = (lambda value: value < high) if high_open else (lambda value: value <= high)
+    return checked(number, lambda value: above(value) and below(value), f"in {shown}")
+
+
 positive_int = checked(int, lambda value: value > 0, "a positive integer")
 non_negative_int = checked(int, lambda value: value >= 0, "zero or more")
 positive_float = checked(number, lambda value: value > 0, "a positive number")

@@ -12,7 +12,6 @@ each round; the simulation keeps curve.csv, curve.svg, summary.csv, queries.csv,
 and plan.json.
 """
 import contextlib
-import importlib
 import io
 import shutil
 import time
@@ -25,6 +24,7 @@ import torch
 from scipy import stats
 
 from toolkit import active, data, engine, files, metrics, plots, runs, training
+from toolkit.plan import parse_args as parse_training_plan
 from toolkit.cli import UserError, progress_bar
 from toolkit.predictor import Predictor
 from toolkit.record import Checkpoint
@@ -75,7 +75,7 @@ def training_args(plan: Plan, data_root: Path, dataset: str, logs_root: Path, se
     argv = [*plan.train_argv, "--dataset", dataset, "--data-root", str(data_root), "--logs-root", str(logs_root),
             "--seed", str(seed), "--no-progress"]
     try:
-        return importlib.import_module("1_train").parse_args(argv)
+        return parse_training_plan(argv)
     except UserError as e:
         raise UserError(f"training arguments (as 1_train.py takes them): {e}") from None
 

@@ -12,25 +12,10 @@ import torch
 
 import criterion
 import get_model
-from toolkit import augment, data, engine, metrics, plots, runs, sampling
+from toolkit import augment, data, engine, metrics, plan, plots, runs, sampling
 from toolkit.cli import StopSignals, UserError
 from toolkit.files import save_tensors
 from toolkit.record import Checkpoint, RunRecord, load_checkpoint
-
-WARMUP_EPOCHS = 5
-# why an objective with supports_mixed_targets = False cannot score a mixed batch
-NOT_MIXABLE = {
-    "CCE": "its complement-entropy term is the entropy of each sample's wrong classes, which needs one "
-           "target class per sample",
-    "COT": "its second step is the complement entropy of each sample's wrong classes, which needs one "
-           "target class per sample",
-    "GHMC": "its weights come from each sample's gradient norm 1 - p_y, binned over the batch, which needs "
-            "one target class per sample",
-    "SPBL": "it selects each class's easiest images and weighs classes by the complexity of their selected "
-            "images, which needs one class per sample",
-    "ALRP": "it ranks each sample's one true class against all other entries of the batch, which needs one "
-            "positive per sample",
-}
 
 
 @dataclass
@@ -55,13 +40,11 @@ def build_setup(args, distributed=None, device=None, progress=True, small_map_ma
     class_counts = splits["train"].class_counts()
 
     loss = criterion.build_criterion(args.objective, class_counts, args)
-    mixing = augment.batch_mixing(getattr(args, "mixup", None), getattr(args, "cutmix", None),
-                                  getattr(args, "mix_prob", 1.0))
+    mixing = augment.batch_mixing(args.mixup, args.cutmix, args.mix_prob)
     check_mixable(args.objective, loss, mixing)
     model = build_model(args, loss, len(class_names), distributed)
 
-    augmentation = getattr(args, "augment", augment.DEFAULT)
-    train_size = augment.cache_size(augmentation, args.height, args.width)
+    train_size = augment.cache_size(args.augment, args.height, args.width)
     train_set, valid_set = (data.load_images(splits[name], *size, device, args.cache_gb, args.workers, progress)
                             for name, size in (("train", train_size), ("valid", (args.height, args.width))))
     mean, std = data.training_stats(train_set, *train_size)  # of the enlarged cache: the same to resampling
@@ -74,8 +57,8 @@ def build_setup(args, distributed=None, device=None, progress=True, small_map_ma
                        model_name=get_model.model_name(args.model_index), dataset=args.dataset,
                        objective=args.objective, class_counts=class_counts,
                        cosine_scale=get_model.cosine_scale(model), monitor=args.monitor)
-    augmenting = augment.batch_augmentation(augmentation, args.height, args.width,
-                                            getattr(args, "randaugment_n", 2), getattr(args, "randaugment_m", 9))
+    augmenting = augment.batch_augmentation(args.augment, args.height, args.width, args.randaugment_n,
+                                            args.randaugment_m)
     return Setup(run, data.Batches(train_set, normalise, memory_format, augmenting, args.workers),
                  data.Batches(valid_set, normalise, memory_format, workers=args.workers), record)
 
@@ -98,7 +81,7 @@ def build_engine(args, model, loss, device, distributed, mixing=None) -> engine.
     run = engine.Engine(model, loss, device, engine.pick_precision(args.precision, device),
                         optimizers=sgd_optimizers(model, len(loss.step_losses()), args),
                         lr_factor=engine.lr_schedule(args.lrstep, args.lrstepgamma,
-                                                     WARMUP_EPOCHS if args.warmup else 0),
+                                                     plan.WARMUP_EPOCHS if args.warmup else 0),
                         distributed=distributed, mix=mixing)
     run.scaler = torch.amp.GradScaler(device.type) if run.precision.needs_scaler else None
     run.forward = engine.wrap_for_distribution(model, distributed, device)
@@ -111,7 +94,7 @@ def check_mixable(objective: str, loss, mixing):
     """Refuse --mixup/--cutmix with an objective that cannot score mixed targets, saying why."""
     if mixing is None or loss.supports_mixed_targets:
         return
-    why = NOT_MIXABLE.get(objective, "its loss is not a mean of per-sample terms")
+    why = loss.mixing_refusal
     flags = " and ".join(f for f, alpha in (("--mixup", mixing.mixup), ("--cutmix", mixing.cutmix)) if alpha)
     raise UserError(f"{flags} cannot train --objective {objective}: a mixed batch is scored as lambda L(y_a) + "
                     f"(1 - lambda) L(y_b) sample by sample, and {objective} is not a mean of per-sample losses "

@@ -1,0 +1,139 @@
+"""The training plan: every option of 1_train.py, its type, default and help, written once.
+
+1_train.py, 4_report.py (the defaults of older runs), 6_active.py's simulation, the benchmarks and
+the recipe search all parse a plan here, so a training flag means the same everywhere. The plan is
+the argparse parser itself, not a typed object beside it: the parser already holds each option's
+type, default, check and help, and a second description would have to be kept equal to it.
+"""
+import argparse
+from pathlib import Path
+
+import criterion
+from toolkit import arguments, augment, cli, runs, sampling
+
+WARMUP_EPOCHS = 5
+MONITORS = ("acc", "bacc", "macro_f1")
+# what a resumed run may change; everything else is the run's own, from its args.json
+RESUMABLE = {"resume", "epochs", "early_stop", "workers", "device", "precision", "compile", "cache_gb",
+             "no_progress", "dry_run", "data_root", "logs_root"}
+
+
+def build_parser():
+    p = cli.ArgumentParser(prog="1_train.py", description="Train one model with one objective.")
+    p.add_argument("--model_index", type=int, help="network, see `python get_model.py` (required)")
+    p.add_argument("--pretrained", type=Path, metavar="PATH",
+                   help="start from a local weights file: a torchvision state_dict or a .pth of this toolkit")
+    p.add_argument("--freeze-backbone", action="store_true",
+                   help="train only the classifier layer (classifier re-training on a --pretrained backbone)")
+    p.add_argument("--dataset", help="dataset folder name in a_datasets/ (required)")
+    arguments.add_roots(p)
+    p.add_argument("--objective", default="ERM",
+                   help=f"training objective: {', '.join(criterion.objective_names())} (default: ERM)")
+    p.add_argument("--lr", type=cli.positive_float, default=0.1, help="initial learning rate (default: 0.1)")
+    p.add_argument("--epochs", type=cli.positive_int, default=200, help="epochs (default: 200)")
+    arguments.add_batchsize(p)
+    arguments.add_image_size(p)
+    p.add_argument("--lrstep", type=cli.positive_int, nargs="+", default=[60, 120, 160],
+                   help="epochs after which the learning rate is multiplied by --lrstepgamma (default: 60 120 160)")
+    p.add_argument("--lrstepgamma", type=cli.positive_float, default=0.2,
+                   help="learning rate step decay factor (default: 0.2)")
+    p.add_argument("--warmup", action="store_true",
+                   help=f"raise the learning rate linearly over the first {WARMUP_EPOCHS} epochs")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay (default: 5e-4)")
+    p.add_argument("--monitor", choices=MONITORS, default="acc",
+                   help="validation metric that picks (and names) the best checkpoint (default: acc)")
+    p.add_argument("--early-stop", type=cli.positive_int, metavar="N",
+                   help="stop after N epochs without improvement of --monitor (default: off)")
+    p.add_argument("--sampler", choices=sampling.SAMPLERS, default="instance",
+                   help="instance: every image once an epoch; class: classes uniformly, then an image; sqrt: "
+                        "classes in proportion to sqrt(n_c); progressive: from instance to class over the epochs "
+                        "(default: instance)")
+    p.add_argument("--drs", type=cli.positive_int, metavar="EPOCH",
+                   help="deferred re-sampling: instance sampling until EPOCH (counted from 1), class sampling "
+                        "from then on (default: off)")
+    p.add_argument("--augment", choices=augment.AUGMENTATIONS, default=augment.DEFAULT,
+                   help="training augmentation, on whole batches on the device: pad-crop-flip (CIFAR's 4-pixel "
+                        "padded crop and flip), resized-crop-flip (RandomResizedCrop, scale 0.08-1, ratio 3/4-4/3, "
+                        "and flip; the training images are cached at 8/7 of --height x --width), randaugment "
+                        "(resized-crop-flip, then RandAugment), none (default: pad-crop-flip)")
+    p.add_argument("--randaugment-n", type=cli.non_negative_int, default=augment.RANDAUGMENT_N, metavar="N",
+                   help="--augment randaugment: operations applied to each image (default: %(default)s)")
+    p.add_argument("--randaugment-m", type=augment.magnitude_bin, default=augment.RANDAUGMENT_M, metavar="M",
+                   help=f"--augment randaugment: magnitude, a bin from 0 to {augment.MAGNITUDE_BINS - 1} as in "
+                        f"torchvision (default: %(default)s)")
+    p.add_argument("--mixup", type=cli.positive_float, metavar="ALPHA",
+                   help="mixup: mix each batch with itself reversed, lambda ~ Beta(ALPHA, ALPHA), e.g. 0.2; the "
+                        "objective scores lambda L(y_a) + (1 - lambda) L(y_b) (per-sample objectives only) "
+                        "(default: off)")
+    p.add_argument("--cutmix", type=cli.positive_float, metavar="ALPHA",
+                   help="cutmix: paste a box of the reversed batch, its area 1 - lambda, lambda ~ Beta(ALPHA, "
+                        "ALPHA), e.g. 1.0; with --mixup, each mixed batch is cutmix or mixup with probability 1/2 "
+                        "(default: off)")
+    p.add_argument("--mix-prob", type=cli.number_in(0.0, 1.0, low_open=True), default=1.0, metavar="P",
+                   help="--mixup/--cutmix: the probability that a batch is mixed (default: 1.0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms only: a rerun (or a resumed run) repeats exactly")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue a run: its directory, or its YYYY-MM-DD-HH-MM-SS with --model_index and --dataset")
+    arguments.add_workers(p)
+    arguments.add_device(p)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (off by default)")
+    arguments.add_cache(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the data (every image decoded), model and objective, then stop before training")
+    arguments.add_progress(p)
+    criterion.add_arguments(p)
+    return p
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_augment_options(args, cli.given_options(parser, argv))
+    if args.resume:
+        args = resumed_args(args, cli.given_options(parser, argv), parser)
+    elif args.model_index is None or args.dataset is None:
+        raise cli.UserError("--model_index and --dataset are required (or --resume RUN)")
+    if args.lrstep != sorted(set(args.lrstep)):
+        raise cli.UserError(f"--lrstep {' '.join(map(str, args.lrstep))}: milestones must be increasing epochs, "
+                            f"e.g. --lrstep 60 120 160")
+    return args
+
+
+def check_augment_options(args, given: set):
+    """Options that only tune another one: refused alone, rather than silently doing nothing."""
+    tuning = [f"--{name.replace('_', '-')}" for name in ("randaugment_n", "randaugment_m") if name in given]
+    if tuning and args.augment != "randaugment" and not args.resume:
+        raise cli.UserError(f"{' and '.join(tuning)} tune --augment randaugment; add --augment randaugment "
+                            f"(now --augment {args.augment})")
+    if "mix_prob" in given and args.mixup is None and args.cutmix is None and not args.resume:
+        raise cli.UserError("--mix-prob is the probability of mixing a batch; add --mixup ALPHA and/or --cutmix ALPHA")
+
+
+def resumed_args(args, given: set, parser):
+    """The run's own arguments from its args.json, with the few a resumed run may change."""
+    run_dir = runs.resolve_resume(args.resume, args.logs_root, args.model_index, args.dataset, recipe_name(args))
+    stored = runs.read_args(run_dir)
+    changed = [a.option_strings[0] for a in parser._actions
+               if a.dest in given - RESUMABLE and stored.get(a.dest) != getattr(args, a.dest)]
+    if changed:
+        raise cli.UserError(f"a resumed run keeps its own arguments; {', '.join(changed)} cannot change "
+                            f"(start a new run instead)")
+    merged = {name: stored.get(name, value) for name, value in vars(args).items()}
+    merged.update({name: getattr(args, name) for name in given & RESUMABLE})
+    for name in ("data_root", "logs_root", "pretrained"):
+        merged[name] = Path(merged[name]) if merged[name] is not None else None
+    merged["resume"] = run_dir
+    return argparse.Namespace(**merged)
+
+
+def recipe_name(args) -> str:
+    """The objective's folder name: deferred re-weighting is its own recipe, e.g. LDAM-DRW."""
+    return args.objective + ("-DRW" if args.drw else "")
+
+
+def defaults() -> dict:
+    """Every option's default: what a run recorded before an option existed ran with."""
+    return {a.dest: a.default for a in build_parser()._actions if a.dest != "help"}

@@ -25,7 +25,6 @@ alpha = 0 is the FixMatch threshold alone.
 """
 import hashlib
 import math
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ import torch
 from scipy.special import entr
 
 import get_model
-from toolkit import runs
+from toolkit import files, runs
 from toolkit.cli import DATA_ROOT, UserError, progress_bar
 from toolkit.data import (
     SPLITS,
@@ -548,9 +547,7 @@ def build_version(data_root: Path, name: str, new: str, labelled: list, pseudo: 
 
     rows = [(str(p.relative_to(scanned[s].root)), scanned[s].class_names[c], s, "original", "")
             for s in splits for p, c in zip(scanned[s].paths, scanned[s].labels.tolist())]
-    staging = Path(data_root) / f".{new}.staging{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with files.folder_written_whole(target, "the new dataset version") as staging:
         for s in splits:
             shutil.copytree(source / s, staging / s)
         taken = {staging / "train" / r[0] for r in rows if r[2] == "train"}
@@ -561,15 +558,4 @@ def build_version(data_root: Path, name: str, new: str, labelled: list, pseudo: 
             shutil.copy2(path, folder / file_name)
             rows.append((f"{label}/{file_name}", label, "train", kind, str(path)))
         pd.DataFrame(rows, columns=SPLIT_COLUMNS).to_csv(staging / "split.csv", index=False)
-        if target.exists():
-            old = Path(data_root) / f".{new}.old{os.getpid()}"
-            os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    except OSError as e:
-        raise UserError(f"cannot write {target} ({e.strerror or e}); nothing was changed") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return Version(target, rows, len(pseudo) - len(kept_pseudo), already_in)

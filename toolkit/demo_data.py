@@ -4,14 +4,12 @@
 LARGEST images of digit 0 down to LARGEST / RATIO of digit 9 on an exponential profile (the
 usual long-tailed CIFAR recipe), and renders each as a 32x32 RGB PNG, dark ink on white.
 """
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from toolkit.cli import UserError
+from toolkit import files
 
 NAME = "digits-lt"
 LARGEST = 170
@@ -39,19 +37,12 @@ def write_demo(source_root: Path, seed: int = 0) -> Path:
     from sklearn.datasets import load_digits
     digits = load_digits()
     rng = np.random.default_rng(seed)
-    staging = Path(source_root) / f".{NAME}.staging{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with files.folder_written_whole(target, "the demo dataset") as staging:
         for digit, count in enumerate(long_tail_counts()):
             folder = staging / str(digit)
             folder.mkdir(parents=True)
             chosen = np.sort(rng.permutation(np.flatnonzero(digits.target == digit))[:count])
             for index in chosen:
                 render(digits.images[index]).save(folder / f"digit{digit}_{index:04d}.png")
-        os.replace(staging, target)
-    except OSError as e:
-        raise UserError(f"cannot write the demo dataset into {target} ({e.strerror or e})") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     print(f"demo images: rendered {sum(long_tail_counts())} digits into {target}")
     return target

@@ -1,6 +1,8 @@
 """Files written whole or not at all: every writer goes through a temporary name and a rename."""
+import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +24,37 @@ def write_atomically(path: Path, write):
         raise UserError(f"cannot write {path} ({e.strerror or e}); free disk space or fix permissions") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def folder_written_whole(target: Path, what: str, replaces=None):
+    """Build a folder whole or not at all: yields a staging folder beside `target` to fill; when the
+    block ends without error the staging folder takes target's place. With `replaces` (entries of an
+    existing target), only those entries are removed and the staging folder's entries moved in, so
+    the rest of target stays (a dataset's .cache/). An error leaves target as it was; an OSError is a
+    UserError naming `what`."""
+    target = Path(target)
+    staging = target.parent / f".{target.name}.staging{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        yield staging
+        if replaces is not None and target.is_dir():
+            for old in replaces:
+                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+            for item in staging.iterdir():
+                os.replace(item, target / item.name)
+        elif target.exists():
+            old = target.parent / f".{target.name}.old{os.getpid()}"
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except OSError as e:
+        raise UserError(f"cannot write {what} into {target} ({e.strerror or e}); nothing was changed") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_json(path: Path, value):

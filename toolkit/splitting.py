@@ -4,13 +4,13 @@ The split is written into a temporary folder and renamed into place, so a failed
 leaves a half-written dataset; the source images are only read.
 """
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from toolkit import files
 from toolkit.cli import UserError
 from toolkit.data import SPLITS
 from toolkit.images import class_folders, images_in, is_image, warn_skipped
@@ -71,9 +71,7 @@ def write_split(rows, source: Path, target: Path, link: bool, overwrite: bool):
     existing = [target / name for name in SPLIT_OUTPUTS if (target / name).exists()]
     if existing and not overwrite:
         raise UserError(f"{target} already holds a split; pass --overwrite to replace it")
-    staging = target.parent / f".{target.name}.staging{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with files.folder_written_whole(target, "the split", replaces=existing) as staging:
         for path, name, split in rows:
             destination = staging / split / name / path.relative_to(source / name)
             destination.parent.mkdir(parents=True, exist_ok=True)
@@ -84,15 +82,6 @@ def write_split(rows, source: Path, target: Path, link: bool, overwrite: bool):
         table = pd.DataFrame([(str(p.relative_to(source)), n, s) for p, n, s in rows],
                              columns=["path", "class", "split"])
         table.to_csv(staging / "split.csv", index=False)
-        target.mkdir(parents=True, exist_ok=True)
-        for old in existing:
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        for item in staging.iterdir():
-            os.replace(item, target / item.name)
-    except OSError as e:
-        raise UserError(f"cannot write the split into {target} ({e.strerror or e})") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def count_table(rows, class_order) -> pd.DataFrame:

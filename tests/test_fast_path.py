@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import TINY_CLASSES, script, write_images
+from conftest import TINY_CLASSES, write_images
 from PIL import Image
 from torchvision import transforms
 
 import get_model
-from toolkit import augment, data, engine, images, training
+from toolkit import augment, data, engine, images, plan, training
 from toolkit.cli import UserError
 
 HEIGHT, WIDTH = 12, 16
@@ -212,7 +212,7 @@ def colour_dataset(tmp_path):
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_fp32_reproduces_the_image_folder_pipeline_loss(colour_dataset, mode):
     size, batch = 16, 12
-    args = script("1_train").parse_args(["--dataset", "ds", "--data-root", str(colour_dataset.parent),
+    args = plan.parse_args(["--dataset", "ds", "--data-root", str(colour_dataset.parent),
                                          "--model_index", "41", "--height", str(size), "--width", str(size),
                                          "--precision", "fp32", "--device", "cpu", "--no-progress"])
     torch.manual_seed(0)

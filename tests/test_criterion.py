@@ -484,13 +484,11 @@ def test_a_new_objective_is_one_class_and_one_row(monkeypatch):
     @declare("TOY", "cross-entropy scaled by k (--toy-k)", hyper_parameters=[
         space.HyperParameter("--toy-k", 3, type=int, search=space.Integer(1, 5), help="TOY: the scale")])
     class Toy(PerSampleLoss):
-        def __init__(self, k):
-            super().__init__()
-            self.k = k
-
         @classmethod
         def from_plan(cls, class_counts, args):
-            return cls(args.toy_k)
+            toy = cls()
+            toy.k = args.toy_k
+            return toy
 
         def per_sample(self, logits, targets):
             return self.k * F.cross_entropy(logits, targets, reduction="none")

@@ -8,25 +8,9 @@ user may type, which is often wider (a search of LA's tau stays in [0, 2.5], a u
 """
 import argparse
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 from toolkit.cli import UserError
-
-
-@dataclass(frozen=True)
-class LogUniform:
-    """A float drawn evenly on a log scale from [low, high]: for scales like a learning rate."""
-    low: float
-    high: float
-
-    def holds(self, value) -> bool:
-        return isinstance(value, (int, float)) and self.low <= value <= self.high
-
-    def suggest(self, trial, name: str):
-        return trial.suggest_float(name, self.low, self.high, log=True)
-
-    def __str__(self):
-        return f"log-uniform [{self.low:g}, {self.high:g}]"
 
 
 @dataclass(frozen=True)
@@ -34,25 +18,28 @@ class Uniform:
     """A float drawn evenly from [low, high]."""
     low: float
     high: float
+    log: ClassVar[bool] = False
 
     def holds(self, value) -> bool:
-        return isinstance(value, (int, float)) and self.low <= value <= self.high
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
 
     def suggest(self, trial, name: str):
-        return trial.suggest_float(name, self.low, self.high)
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
 
     def __str__(self):
-        return f"uniform [{self.low:g}, {self.high:g}]"
+        return f"{'log-uniform' if self.log else 'uniform'} [{self.low:g}, {self.high:g}]"
 
 
-@dataclass(frozen=True)
-class Integer:
+class LogUniform(Uniform):
+    """A float drawn evenly on a log scale from [low, high]: for scales like a learning rate."""
+    log = True
+
+
+class Integer(Uniform):
     """A whole number drawn evenly from low to high, both included."""
-    low: int
-    high: int
 
     def holds(self, value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and self.low <= value <= self.high
+        return isinstance(value, int) and super().holds(value)
 
     def suggest(self, trial, name: str):
         return trial.suggest_int(name, self.low, self.high)
@@ -84,7 +71,7 @@ class HyperParameter:
     default: object
     help: str
     type: Callable | None = None
-    search: LogUniform | Uniform | Integer | Choice | None = None
+    search: Uniform | Choice | None = None  # Uniform, LogUniform, Integer or Choice
     options: dict = field(default_factory=dict)
 
     @property

@@ -35,3 +35,13 @@ def test_the_plans_train_every_objective_of_the_table():
     import criterion
     line = next(line for line in (REPO / "3_run.sh").read_text().splitlines() if line.startswith("OBJECTIVES="))
     assert line.split('"')[1].split() == criterion.objective_names()
+
+
+def test_nothing_below_the_scripts_imports_a_numbered_script():
+    """The package, the tables and the benchmarks never reach up to a script: what several scripts
+    share (the training plan, for one) lives in toolkit/."""
+    reaching_up = re.compile(r"""(import_module|__import__|run_path|run_module|spec_from_file_location)\([^)]*["'][^"']*\d_\w+""")
+    below = [*REPO.glob("toolkit/*.py"), *REPO.glob("losses/*.py"), *REPO.glob("models/*.py"),
+             *REPO.glob("benchmarks/*.py"), REPO / "criterion.py", REPO / "get_model.py"]
+    offenders = sorted(p.relative_to(REPO).as_posix() for p in below if reaching_up.search(p.read_text()))
+    assert not offenders, f"these import a numbered script: {offenders}"

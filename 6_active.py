@@ -13,21 +13,22 @@ RUN_DIR/active-<YYYY-MM-DD-HH-MM-SS>/; a simulation writes logs/active/NAME/<YYY
 (see README.md).
 """
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
-from toolkit import active, arguments, cli, simulation
+from toolkit import acquisition, arguments, cli, dataset_versions, pool, simulation
 
 MODES = ("--ingest", "--simulate")
 
 
 def add_pseudo_rule(p):
-    p.add_argument("--pseudo-threshold", type=cli.number_in(0.0, 1.0, low_open=True), default=active.PSEUDO_THRESHOLD,
+    p.add_argument("--pseudo-threshold", type=cli.number_in(0.0, 1.0, low_open=True), default=acquisition.PSEUDO_THRESHOLD,
                    metavar="P",
                    help="pseudo-label an image when its top probability is at least P, FixMatch's threshold "
-                        f"(default: {active.PSEUDO_THRESHOLD})")
-    p.add_argument("--pseudo-alpha", type=cli.non_negative_float, default=active.PSEUDO_ALPHA, metavar="A",
+                        f"(default: {acquisition.PSEUDO_THRESHOLD})")
+    p.add_argument("--pseudo-alpha", type=cli.non_negative_float, default=acquisition.PSEUDO_ALPHA, metavar="A",
                    help="CReST's per-class cap: the class of count rank l keeps (N_{L+1-l}/N_1)^A of its candidates, "
                         "so the rarest keeps all and the most frequent fewest; 0: no cap (default: 1/3)")
 
@@ -42,7 +43,7 @@ def query_parser():
                    help="folder of unlabelled images (searched recursively); images the run's dataset already "
                         "holds (same content) are skipped")
     p.add_argument("--budget", type=cli.positive_int, required=True, metavar="K", help="images to query")
-    p.add_argument("--acquisition", choices=active.ACQUISITIONS, default="entropy",
+    p.add_argument("--acquisition", choices=acquisition.ACQUISITIONS, default="entropy",
                    help="entropy, margin (1 - top-1 + top-2), least-confidence (1 - top-1), random, kcenter "
                         "(greedy core-set on penultimate-layer features) (default: entropy)")
     p.add_argument("--balance", action="store_true",
@@ -90,8 +91,8 @@ def simulate_parser():
     p.add_argument("--budget", type=cli.positive_int, required=True, metavar="K", help="queries per round")
     p.add_argument("--rounds", type=cli.positive_int, required=True, metavar="R", help="rounds after the start")
     p.add_argument("--acquisition", nargs="+", default=["entropy", "random"], metavar="A",
-                   help=f"strategies: {', '.join(active.ACQUISITIONS)}, each also with the suffix {active.BALANCED} "
-                        f"(e.g. entropy{active.BALANCED}: the budget balanced as by --balance) (default: entropy random)")
+                   help=f"strategies: {', '.join(acquisition.ACQUISITIONS)}, each also with the suffix {acquisition.BALANCED} "
+                        f"(e.g. entropy{acquisition.BALANCED}: the budget balanced as by --balance) (default: entropy random)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
                    help="seeds: the start, the training, random's draws (default: 0)")
     p.add_argument("--pseudo", action="store_true",
@@ -118,9 +119,9 @@ def parse_args(argv=None):
         args, rest = simulate_parser().parse_known_args(argv)
         if "--balance" in rest:
             raise cli.UserError(f"--balance: in --simulate, name the balanced strategy instead, e.g. "
-                                f"--acquisition entropy entropy{active.BALANCED} random")
+                                f"--acquisition entropy entropy{acquisition.BALANCED} random")
         for name in args.acquisition:
-            active.parse_strategy(name)
+            acquisition.parse_strategy(name)
         if len(set(args.acquisition)) < len(args.acquisition) or len(set(args.seeds)) < len(args.seeds):
             raise cli.UserError("--acquisition and --seeds: name each strategy and seed once")
         args.train_argv = rest
@@ -132,20 +133,22 @@ def parse_args(argv=None):
     return args
 
 
+def query_settings(args) -> pool.QuerySettings:
+    """The query's settings: the arguments of the same names."""
+    names = [f.name for f in dataclasses.fields(pool.QuerySettings) if f.name != "progress"]
+    return pool.QuerySettings(**{name: getattr(args, name) for name in names}, progress=not args.no_progress)
+
+
 def query(args) -> int:
-    found = active.query_pool(args.run, args.pool, args.budget, args.acquisition, args.balance, args.pseudo_threshold,
-                              args.pseudo_alpha, args.seed, args.data_root, args.device, args.precision,
-                              args.batchsize, args.workers, args.cache_gb, not args.no_progress)
-    pool, dataset = found.pool, found.dataset
+    found = pool.query_pool(query_settings(args))
+    scanned, dataset = found.pool, found.dataset
     output = args.output or args.run / f"active-{time.strftime('%Y-%m-%d-%H-%M-%S')}"
-    settings = {name: getattr(args, name) for name in ("run", "pool", "budget", "acquisition", "balance",
-                                                       "pseudo_threshold", "pseudo_alpha", "seed", "precision")}
-    active.write_query(output, found, settings)
-    print(f"{found.predictor.path}: {len(pool.paths)} pool images of {args.pool} predicted "
+    pool.write_query(output, found)
+    print(f"{found.predictor.path}: {len(scanned.paths)} pool images of {args.pool} predicted "
           f"(device {found.predictor.device}, precision {found.predictor.precision.name}); skipped: "
-          f"{len(pool.in_dataset)} already in {dataset.name}, {len(pool.duplicates)} duplicates, "
-          f"{len(pool.unreadable)} unreadable, {pool.other_files} other files")
-    for path, reason in pool.unreadable:
+          f"{len(scanned.in_dataset)} already in {dataset.name}, {len(scanned.duplicates)} duplicates, "
+          f"{len(scanned.unreadable)} unreadable, {scanned.other_files} other files")
+    for path, reason in scanned.unreadable:
         print(f"  unreadable {path}: {reason}", file=sys.stderr)
     print(f"acquisition {args.acquisition}{', balanced over the predicted classes' if args.balance else ''}; "
           f"pseudo-labels: top probability >= {args.pseudo_threshold:g}, CReST cap alpha {args.pseudo_alpha:.3g}")
@@ -158,8 +161,8 @@ def query(args) -> int:
 
 
 def ingest(args) -> int:
-    version = active.ingest(args.ingest, args.data_root, args.dataset, args.into, args.pseudo, args.overwrite,
-                            args.workers, not args.no_progress)
+    version = dataset_versions.ingest(args.ingest, args.data_root, args.dataset, args.into, pseudo_csv=args.pseudo,
+                                      overwrite=args.overwrite, workers=args.workers, progress=not args.no_progress)
     added = version.counts()
     print(f"wrote {version.target}: {args.dataset}'s splits ({added['original']} images) plus "
           f"{added['labelled']} labelled and {added['pseudo']} pseudo-labelled training images; split.csv says which")

@@ -1,4 +1,4 @@
-"""6_active.py: acquisition orders on known probabilities, balanced quotas, the pseudo-label rule,
+"""6_acquisition.py: acquisition orders on known probabilities, balanced quotas, the pseudo-label rule,
 the query's files, ingesting labels into a new dataset version, and a simulated curve."""
 import hashlib
 import json
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import TRAIN_ARGS, write_images
 
-from toolkit import active, simulation
+from toolkit import acquisition, simulation
 
 # four images, three classes: each acquisition orders them differently
 PROBS = np.array([[0.50, 0.50, 0.00],   # entropy 0.693, margin score 1.00, least-confidence 0.50
@@ -27,34 +27,34 @@ def snapshot(folder):
 
 # ---------------------------------------------------------------- acquisition
 
-@pytest.mark.parametrize("acquisition, order", [("entropy", [1, 2, 3, 0]), ("margin", [0, 1, 3, 2]),
-                                                ("least-confidence", [1, 0, 3, 2])])
-def test_uncertainty_acquisitions_order_known_probabilities(acquisition, order):
-    picked, scores = active.select(acquisition, PROBS, budget=4)
+@pytest.mark.parametrize("method, order", [("entropy", [1, 2, 3, 0]), ("margin", [0, 1, 3, 2]),
+                                           ("least-confidence", [1, 0, 3, 2])])
+def test_uncertainty_acquisitions_order_known_probabilities(method, order):
+    picked, scores = acquisition.select(method, PROBS, budget=4)
     assert picked.tolist() == order
     assert np.all(np.diff(scores) <= 0)
-    picked, _ = active.select(acquisition, PROBS, budget=2)
+    picked, _ = acquisition.select(method, PROBS, budget=2)
     assert picked.tolist() == order[:2]
 
 
 def test_entropy_scores_are_in_nats():
-    scores = active.acquisition_scores("entropy", PROBS)
+    scores = acquisition.acquisition_scores("entropy", PROBS)
     assert scores[1] == pytest.approx(-(0.4 * np.log(0.4) + 2 * 0.3 * np.log(0.3)))
     assert scores[0] == pytest.approx(np.log(2))
 
 
 def test_random_is_reproducible_by_seed_and_differs_for_another():
     probs = np.full((50, 3), 1 / 3)
-    first = active.select("random", probs, 10, seed=3)[0]
-    assert active.select("random", probs, 10, seed=3)[0].tolist() == first.tolist()
-    assert active.select("random", probs, 10, seed=4)[0].tolist() != first.tolist()
+    first = acquisition.select("random", probs, 10, seed=3)[0]
+    assert acquisition.select("random", probs, 10, seed=3)[0].tolist() == first.tolist()
+    assert acquisition.select("random", probs, 10, seed=4)[0].tolist() != first.tolist()
     assert len(set(first.tolist())) == 10
 
 
 def test_kcenter_picks_the_far_point_first():
     pool = np.array([[1.0, 0.0], [0.0, 5.0], [0.5, 0.5], [0.0, 4.5]])
     labelled = np.array([[0.0, 0.0]])
-    picked, scores = active.select("kcenter", np.full((4, 2), 0.5), 3, features=pool, labelled_features=labelled)
+    picked, scores = acquisition.select("kcenter", np.full((4, 2), 0.5), 3, features=pool, labelled_features=labelled)
     # (0, 5) is farthest from the labelled origin; then (1, 0), 1 from the origin, beats (0, 4.5),
     # now 0.5 from (0, 5); then (0.5, 0.5) at 0.707 beats (0, 4.5) at 0.5
     assert picked.tolist() == [1, 0, 2]
@@ -63,30 +63,30 @@ def test_kcenter_picks_the_far_point_first():
 
 def test_kcenter_without_labelled_points_starts_farthest_from_the_mean():
     pool = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [3.0, 3.0]])
-    picked, _ = active.kcenter_greedy(pool, None, 2)
+    picked, _ = acquisition.kcenter_greedy(pool, None, 2)
     assert picked.tolist() == [3, 0]
 
 
 def test_balanced_quotas_are_inverse_to_training_counts_and_sum_to_the_budget():
     # weights 1/100 : 1/50 : 1/10 of 16 -> 1.23, 2.46, 12.31: floors 1, 2, 12, the last unit to 2.46
-    assert active.balanced_quotas([100, 50, 10], [100, 100, 100], 16).tolist() == [1, 3, 12]
+    assert acquisition.balanced_quotas([100, 50, 10], [100, 100, 100], 16).tolist() == [1, 3, 12]
     # class 2 has only 2 pool images: the other 14 go 1 : 2 -> 4.67, 9.33 -> 5, 9
-    assert active.balanced_quotas([100, 50, 10], [100, 100, 2], 16).tolist() == [5, 9, 2]
+    assert acquisition.balanced_quotas([100, 50, 10], [100, 100, 2], 16).tolist() == [5, 9, 2]
     # a class the pool does not predict gets nothing; a budget above the pool takes the pool
-    assert active.balanced_quotas([100, 50, 10], [7, 0, 3], 6).tolist() == [3, 0, 3]
-    assert active.balanced_quotas([100, 50, 10], [1, 2, 1], 16).tolist() == [1, 2, 1]
+    assert acquisition.balanced_quotas([100, 50, 10], [7, 0, 3], 6).tolist() == [3, 0, 3]
+    assert acquisition.balanced_quotas([100, 50, 10], [1, 2, 1], 16).tolist() == [1, 2, 1]
     for budget in range(1, 30):
-        assert active.balanced_quotas([90, 30, 7, 7], [20, 20, 5, 9], budget).sum() == min(budget, 54)
+        assert acquisition.balanced_quotas([90, 30, 7, 7], [20, 20, 5, 9], budget).sum() == min(budget, 54)
 
 
 def test_balanced_selection_fills_each_class_quota_with_its_most_uncertain():
     rng = np.random.default_rng(0)
     probs = rng.dirichlet([1, 1, 1], size=60)
     predicted = probs.argmax(axis=1)
-    quotas = active.balanced_quotas([100, 50, 10], np.bincount(predicted, minlength=3), 12)
-    picked, scores = active.select("entropy", probs, 12, quotas=quotas)
+    quotas = acquisition.balanced_quotas([100, 50, 10], np.bincount(predicted, minlength=3), 12)
+    picked, scores = acquisition.select("entropy", probs, 12, quotas=quotas)
     assert np.bincount(predicted[picked], minlength=3).tolist() == quotas.tolist()
-    entropy = active.acquisition_scores("entropy", probs)
+    entropy = acquisition.acquisition_scores("entropy", probs)
     for c in range(3):
         mine = picked[predicted[picked] == c]
         others = np.setdiff1d(np.flatnonzero(predicted == c), mine)
@@ -102,18 +102,18 @@ def test_pseudo_labels_keep_the_threshold_and_the_crest_cap():
     rows += [[0.02, 0.97, 0.01], [0.01, 0.98, 0.01], [0.0, 0.96, 0.04], [0.0, 0.99, 0.01], [0.0, 0.95, 0.05]]
     rows += [[0.0, 0.04, 0.96], [0.0, 0.03, 0.97], [0.01, 0.01, 0.98], [0.05, 0.05, 0.90]]  # class 2; 0.90 < 0.95
     probs = np.array(rows)
-    assert active.crest_rates([100, 40, 10], alpha=1).tolist() == pytest.approx([0.1, 0.4, 1.0])
-    indices, labels = active.pseudo_labels(probs, 0.95, [100, 40, 10], alpha=1)
+    assert acquisition.crest_rates([100, 40, 10], alpha=1).tolist() == pytest.approx([0.1, 0.4, 1.0])
+    indices, labels = acquisition.pseudo_labels(probs, 0.95, [100, 40, 10], alpha=1)
     # class 0 keeps floor(0.1 * 10) = 1 (its most confident, the first 0.99), class 1 floor(0.4 * 5) = 2
     # (0.99, 0.98), class 2 all 3 above the threshold
     assert sorted(indices.tolist()) == [0, 11, 13, 15, 16, 17]
     assert labels.tolist() == probs[indices].argmax(axis=1).tolist()
     assert probs[indices].max(axis=1).tolist() == sorted(probs[indices].max(axis=1), reverse=True)
     # alpha 0: the FixMatch threshold alone; excluded rows (the queried ones) never get a pseudo-label
-    indices, _ = active.pseudo_labels(probs, 0.95, [100, 40, 10], alpha=0, exclude=[0, 15])
+    indices, _ = acquisition.pseudo_labels(probs, 0.95, [100, 40, 10], alpha=0, exclude=[0, 15])
     assert sorted(indices.tolist()) == [i for i in range(18) if i not in (0, 15)]
     # the most frequent class is the one capped, whatever its index
-    assert active.crest_rates([10, 100, 40], alpha=1).tolist() == pytest.approx([1.0, 0.1, 0.4])
+    assert acquisition.crest_rates([10, 100, 40], alpha=1).tolist() == pytest.approx([1.0, 0.1, 0.4])
 
 
 # ---------------------------------------------------------------- the query

@@ -23,9 +23,10 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from toolkit import active, data, engine, files, metrics, plots, runs, training
+from toolkit import acquisition, data, engine, files, metrics, plots, runs, training
 from toolkit.plan import parse_args as parse_training_plan
 from toolkit.cli import UserError, progress_bar
+from toolkit.pool import logits_and_features
 from toolkit.predictor import Predictor
 from toolkit.record import Checkpoint
 
@@ -49,8 +50,8 @@ class Plan:
     seeds: list
     train_argv: list
     pseudo: bool = False
-    threshold: float = active.PSEUDO_THRESHOLD
-    alpha: float = active.PSEUDO_ALPHA
+    threshold: float = acquisition.PSEUDO_THRESHOLD
+    alpha: float = acquisition.PSEUDO_ALPHA
     progress: bool = True
 
 
@@ -129,7 +130,7 @@ class Simulation:
         self.plan = plan
         self.args = training_args(plan, plan.data_root, plan.dataset, plan.logs_root, plan.seeds[0])
         for strategy in plan.strategies:
-            active.parse_strategy(strategy)
+            acquisition.parse_strategy(strategy)
         dataset = data.dataset_dir(plan.data_root, plan.dataset)
         splits = data.scan_dataset(dataset, ("train", "valid"))
         self.train_split, self.valid_split = splits["train"], splits["valid"]
@@ -190,8 +191,7 @@ class Simulation:
         scores = metrics.epoch_metrics(test_labels, test_logits)
         outcome = Outcome(scores["acc"], scores["bacc"])
         if predict_pool:
-            logits, features = active.logits_and_features(predictor, self.everything, args.batchsize, args.workers,
-                                                          False)
+            logits, features = logits_and_features(predictor, self.everything, args.batchsize, args.workers, False)
             outcome.probs, outcome.features = logits.softmax(dim=1).numpy(), features.numpy()
         shutil.rmtree(dataset, ignore_errors=True)
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -199,18 +199,18 @@ class Simulation:
 
     def query(self, strategy: str, outcome: Outcome, labelled, pool, seed: int, round_: int) -> tuple:
         """The pool images (indices into the training split) a strategy queries, and their scores."""
-        acquisition, balanced = active.parse_strategy(strategy)
+        method, balanced = acquisition.parse_strategy(strategy)
         k = len(self.class_names)
         probs = outcome.probs[pool]
         quotas = None
         if balanced:
-            quotas = active.balanced_quotas(np.bincount(self.labels[labelled], minlength=k),
-                                            np.bincount(probs.argmax(axis=1), minlength=k), self.plan.budget)
-        kcenter = acquisition == "kcenter"
-        picked, scores = active.select(acquisition, probs, self.plan.budget, seed=seed * 1009 + round_,
-                                       features=outcome.features[pool] if kcenter else None,
-                                       labelled_features=outcome.features[labelled] if kcenter else None,
-                                       quotas=quotas)
+            quotas = acquisition.balanced_quotas(np.bincount(self.labels[labelled], minlength=k),
+                                                 np.bincount(probs.argmax(axis=1), minlength=k), self.plan.budget)
+        kcenter = method == "kcenter"
+        picked, scores = acquisition.select(method, probs, self.plan.budget, seed=seed * 1009 + round_,
+                                            features=outcome.features[pool] if kcenter else None,
+                                            labelled_features=outcome.features[labelled] if kcenter else None,
+                                            quotas=quotas)
         return pool[picked], scores
 
     # ------------------------------------------------------------ rows and files
@@ -276,7 +276,7 @@ class Simulation:
             pseudo, pseudo_classes = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
             if plan.pseudo:
                 rest = np.setdiff1d(pool, picked)
-                chosen, pseudo_classes = active.pseudo_labels(outcome.probs[rest], plan.threshold,
+                chosen, pseudo_classes = acquisition.pseudo_labels(outcome.probs[rest], plan.threshold,
                                                               np.bincount(self.labels[labelled], minlength=k),
                                                               plan.alpha)
                 pseudo = rest[chosen]

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from toolkit import acquisition, arguments, cli, dataset_versions, pool, simulation
+from toolkit.cli import counted
 
 MODES = ("--ingest", "--simulate")
 
@@ -144,17 +145,19 @@ def query(args) -> int:
     scanned, dataset = found.pool, found.dataset
     output = args.output or args.run / f"active-{time.strftime('%Y-%m-%d-%H-%M-%S')}"
     pool.write_query(output, found)
-    print(f"{found.predictor.path}: {len(scanned.paths)} pool images of {args.pool} predicted "
+    print(f"{found.predictor.path}: {counted(len(scanned.paths), 'pool image')} of {args.pool} predicted "
           f"(device {found.predictor.device}, precision {found.predictor.precision.name}); skipped: "
-          f"{len(scanned.in_dataset)} already in {dataset.name}, {len(scanned.duplicates)} duplicates, "
-          f"{len(scanned.unreadable)} unreadable, {scanned.other_files} other files")
+          f"{len(scanned.in_dataset)} already in {dataset.name}, {counted(len(scanned.duplicates), 'duplicate')}, "
+          f"{len(scanned.unreadable)} unreadable, {counted(scanned.other_files, 'other file')}")
     for path, reason in scanned.unreadable:
         print(f"  unreadable {path}: {reason}", file=sys.stderr)
     print(f"acquisition {args.acquisition}{', balanced over the predicted classes' if args.balance else ''}; "
-          f"pseudo-labels: top probability >= {args.pseudo_threshold:g}, CReST cap alpha {args.pseudo_alpha:.3g}")
+          f"pseudo-labels: top probability >= {args.pseudo_threshold:g} ({100 * args.pseudo_threshold:g}%), "
+          f"CReST cap alpha {args.pseudo_alpha:.3g}")
     print(found.table.to_string(index=False))
-    print(f"wrote {output / 'queries.csv'} ({len(found.queries)} images to label: fill in the label column) and "
-          f"{output / 'pseudo_labels.csv'} ({len(found.pseudo)} pseudo-labels)")
+    print(f"wrote {output / 'queries.csv'} ({counted(len(found.queries), 'image')} to label: fill in the label "
+          f"column) and {output / 'pseudo_labels.csv'} ({counted(len(found.pseudo), 'pseudo-label')}); "
+          f"probabilities in %")
     print(f"then: python 6_active.py --ingest {output / 'queries.csv'} --dataset {dataset.name} --into "
           f"{dataset.name}-r1 --pseudo {output / 'pseudo_labels.csv'}")
     return 0
@@ -164,21 +167,25 @@ def ingest(args) -> int:
     version = dataset_versions.ingest(args.ingest, args.data_root, args.dataset, args.into, pseudo_csv=args.pseudo,
                                       overwrite=args.overwrite, workers=args.workers, progress=not args.no_progress)
     added = version.counts()
-    print(f"wrote {version.target}: {args.dataset}'s splits ({added['original']} images) plus "
-          f"{added['labelled']} labelled and {added['pseudo']} pseudo-labelled training images; split.csv says which")
+    print(f"wrote {version.target}: {args.dataset}'s splits ({counted(added['original'], 'image')}) plus "
+          f"{added['labelled']} labelled and {added['pseudo']} pseudo-labelled training "
+          f"{cli.plural(added['labelled'] + added['pseudo'], 'image')}; split.csv says which")
     if version.pseudo_dropped:
-        print(f"{version.pseudo_dropped} pseudo-labelled row(s) were also labelled by hand: the hand label was used")
+        dropped = version.pseudo_dropped
+        print(f"{counted(dropped, 'pseudo-labelled row')} {cli.plural(dropped, 'was', 'were')} also labelled by hand: "
+              f"the hand label was used")
     if version.already_in:
-        print(f"left out {len(version.already_in)} row(s) whose image {args.dataset} already holds, e.g. "
+        print(f"left out {counted(len(version.already_in), 'row')} whose image {args.dataset} already holds, e.g. "
               f"{version.already_in[0]}")
     print(f"train on it: python 1_train.py --dataset {args.into} ...")
     return 0
 
 
 def simulate(args) -> int:
-    plan = simulation.Plan(args.dataset, args.data_root, args.logs_root, args.initial, args.budget, args.rounds,
-                           args.acquisition, args.seeds, args.train_argv, args.pseudo, args.pseudo_threshold,
-                           args.pseudo_alpha, not args.no_progress)
+    plan = simulation.Plan(dataset=args.dataset, data_root=args.data_root, logs_root=args.logs_root,
+                           initial=args.initial, budget=args.budget, rounds=args.rounds, strategies=args.acquisition,
+                           seeds=args.seeds, train_argv=args.train_argv, pseudo=args.pseudo,
+                           threshold=args.pseudo_threshold, alpha=args.pseudo_alpha, progress=not args.no_progress)
     exit_code, folder, summary = simulation.simulate(plan)
     if summary is not None:
         print(f"wrote {folder}: curve.csv, curve.svg, summary.csv, queries.csv, training.log, plan.json")

@@ -2,6 +2,7 @@
 the query's files, ingesting labels into a new dataset version, and a simulated curve."""
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,12 @@ PROBS = np.array([[0.50, 0.50, 0.00],   # entropy 0.693, margin score 1.00, leas
                   [0.40, 0.30, 0.30],   # 1.089, 0.90, 0.60
                   [0.70, 0.15, 0.15],   # 0.819, 0.45, 0.30
                   [0.55, 0.44, 0.01]])  # 0.736, 0.89, 0.45
+
+
+def says_one_of_a_plural(text: str) -> list:
+    """'1 images', '1 duplicates', ...: a count of one followed by a plural noun."""
+    return re.findall(r"\b1 (?:[\w-]+ )?(?:images|duplicates|files|rows|labels|pseudo-labels|queries|rounds|"
+                      r"strategies|seeds)\b", text)
 
 
 def snapshot(folder):
@@ -146,13 +153,15 @@ def test_query_writes_exactly_k_rows_skipping_images_already_in_the_dataset(trai
     assert queries["score"].is_monotonic_decreasing
     assert (queries["label"] == "").all()
     assert queries["predicted"].isin(["alpha", "beta", "gamma"]).all()
+    assert queries["probability"].between(100 / 3, 100).all()  # in %, as 5_predict.py writes it: of 3 classes
     pseudo = pd.read_csv(out / "pseudo_labels.csv")
     assert list(pseudo.columns) == ["path", "label", "probability"]
-    assert (pseudo["probability"] >= 0.34).all()
+    assert (pseudo["probability"] >= 34).all()
     new_images = {str(p.resolve()) for p in pool.rglob("img*.png")}
     assert set(queries["path"]) <= new_images and set(pseudo["path"]) <= new_images
     assert not set(queries["path"]) & set(pseudo["path"])
-    assert "2 already in tiny, 1 duplicates" in stdout
+    assert "2 already in tiny, 1 duplicate, 0 unreadable, 1 other file" in stdout
+    assert not says_one_of_a_plural(stdout)
     asked = json.loads((out / "query.json").read_text())
     assert asked["acquisition"] == "entropy" and asked["budget"] == 5 and asked["checkpoint"].endswith(".pth")
     assert sorted(Path(p).name for p in asked["in_dataset"]) == ["known1.png", "known2.png"]
@@ -161,6 +170,20 @@ def test_query_writes_exactly_k_rows_skipping_images_already_in_the_dataset(trai
     # a second query into the same folder would overwrite labels a person may have filled in
     code, _, err = run("6_active", "--run", trained_run.run_dir, "--pool", pool, "--budget", 5, "--output", out, *QUERY)
     assert code == 2 and "exists" in err and len(err.strip().splitlines()) == 1
+
+
+def test_query_probabilities_are_5_predicts_percents(trained_run, pool, tmp_path, run):
+    out = tmp_path / "out"
+    code, stdout, err = run("6_active", "--run", trained_run.run_dir, "--pool", pool, "--budget", 1,
+                            "--output", out, "--pseudo-threshold", 0.34, *QUERY)
+    assert code == 0, err
+    assert "(1 image to label" in stdout and not says_one_of_a_plural(stdout)
+    rows = pd.concat([pd.read_csv(out / "queries.csv"), pd.read_csv(out / "pseudo_labels.csv")])
+    code, _, err = run("5_predict", "--run", trained_run.run_dir, "--output", tmp_path / "predictions.csv",
+                       *rows["path"], "--device", "cpu", "--no-progress", "--workers", "1")
+    assert code == 0, err
+    predicted = pd.read_csv(tmp_path / "predictions.csv").set_index("path")["probability"]
+    assert rows["probability"].tolist() == pytest.approx(predicted[rows["path"]].tolist(), abs=1e-3)
 
 
 @pytest.mark.parametrize("extra", [["--acquisition", "kcenter"], ["--acquisition", "margin", "--balance"]])
@@ -226,16 +249,20 @@ def test_ingest_writes_exactly_the_labelled_and_pseudo_rows(labelled, run):
     train_files = {k for k in copy if k.startswith("train/")}
     assert train_files - {k for k in original if k.startswith("train/")} == {f"train/{p}" for p in added["path"]}
     assert len(table[table["source"] == "original"]) == sum(1 for k in original if k.endswith(".png"))
-    assert "1 pseudo-labelled row(s) were also labelled by hand" in out
+    assert "1 pseudo-labelled row was also labelled by hand" in out
+    assert not says_one_of_a_plural(out)
     assert not [p for p in labelled.data.iterdir() if p.name.startswith(".")]  # no staging left
 
 
-@pytest.mark.parametrize("problem", ["bad label", "missing file", "existing NEW"])
+@pytest.mark.parametrize("problem", ["bad label", "two labels", "missing file", "existing NEW"])
 def test_ingest_refuses_without_writing_anything(labelled, run, problem):
     table = pd.read_csv(labelled.queries, keep_default_na=False)
     if problem == "bad label":
         table.loc[2, "label"] = "delta"
         expected = "'delta'"
+    elif problem == "two labels":  # both labels are classes: the mistake is the second label, not the class
+        table.loc[3] = {**table.loc[0], "rank": 4, "label": "alpha"}
+        expected = "1 file given two different labels (line 5: img000.png labelled both 'gamma' and 'alpha')"
     elif problem == "missing file":
         table.loc[2, "path"] = str(labelled.images[2].with_name("gone.png"))
         expected = "gone.png does not exist"
@@ -248,6 +275,7 @@ def test_ingest_refuses_without_writing_anything(labelled, run, problem):
     code, out, err = run("6_active", *ingest_args(labelled))
     assert code == 2
     assert err.startswith("error: ") and expected in err and len(err.strip().splitlines()) == 1
+    assert problem == "bad label" or "classes" not in err
     assert snapshot(labelled.data) == before and sorted(p.name for p in labelled.data.iterdir()) == listing
 
 
@@ -280,6 +308,8 @@ def test_two_round_simulation_writes_the_curve(tiny, run):
     assert (folder / "curve.svg").read_text().startswith("<?xml")
     assert set(pd.read_csv(folder / "summary.csv")["strategy"]) == {"entropy-balanced", "random"}
     assert "entropy-balanced" in out and "vs random" in out
+    assert "2 rounds of 3 queries, strategies entropy-balanced, random, seed 0;" in out
+    assert not says_one_of_a_plural(out)
     assert not (folder / ".rounds").exists()
 
 
@@ -294,6 +324,19 @@ def test_simulation_refuses_a_bad_strategy_and_the_query_only_flags(tiny, run):
                        "--seed", 1, *TRAIN_ARGS)
     assert code == 2 and "--seeds" in err
     assert not (tiny.logs / "active").exists()
+
+
+@pytest.mark.parametrize("mistake, expected", [
+    (["--objective", "FOO"], "unknown --objective 'FOO'"),
+    (["--objective", "CCE", "--drw", "1"], "--drw works only with"),
+    (["--objective", "SPBL", "--mixup", "0.2"], "--mixup cannot train --objective SPBL"),
+    (["--model_index", "0", "--height", "16", "--width", "16"], "needs images of at least"),
+])
+def test_simulation_checks_the_whole_plan_before_writing_anything(tiny, run, mistake, expected):
+    code, out, err = run("6_active", "--simulate", *tiny.data_args, "--initial", 0.3, "--budget", 3, "--rounds", 1,
+                         *TRAIN_ARGS, *mistake)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+    assert "simulation folder" not in out and not (tiny.logs / "active").exists()
 
 
 def test_area_under_the_curve_and_the_paired_difference():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from toolkit import files
-from toolkit.cli import UserError, progress_bar
+from toolkit.cli import UserError, counted, progress_bar
 from toolkit.data import SPLITS, dataset_dir, scan_split
 from toolkit.images import IMAGE_EXTENSIONS, decode_image, is_image
 from toolkit.pool import content_hash, dataset_hashes
@@ -35,7 +35,7 @@ def read_label_table(csv_path: Path, class_names: list, dataset: str, option: st
     if missing:
         raise UserError(f"{option} {csv_path} has no {' and no '.join(missing)} column (columns: "
                         f"{', '.join(table.columns) or 'none'}); it needs path and label, as queries.csv has")
-    rows, bad_labels, bad_files, chosen = [], [], [], {}
+    rows, bad_labels, two_labels, bad_files, chosen = [], [], [], [], {}
     for line, (path_text, label) in enumerate(zip(table["path"], table["label"]), start=2):
         label, path_text = label.strip(), path_text.strip()
         if not label:
@@ -48,15 +48,19 @@ def read_label_table(csv_path: Path, class_names: list, dataset: str, option: st
         elif not is_image(path):
             bad_files.append(f"line {line}: {path} is not an image (images end in {', '.join(IMAGE_EXTENSIONS)})")
         elif chosen.get(path, label) != label:
-            bad_labels.append(f"line {line}: {path.name} labelled both {chosen[path]!r} and {label!r}")
+            two_labels.append(f"line {line}: {path.name} labelled both {chosen[path]!r} and {label!r}")
         elif path not in chosen:
             chosen[path] = label
             rows.append((path, label))
     if bad_labels:
-        raise UserError(f"{option} {csv_path}: {len(bad_labels)} label(s) that are not a class of {dataset} "
+        raise UserError(f"{option} {csv_path}: {counted(len(bad_labels), 'label')} not among the classes of {dataset} "
                         f"({summarised(bad_labels)}); its classes are {', '.join(class_names)}")
+    if two_labels:
+        raise UserError(f"{option} {csv_path}: {counted(len(two_labels), 'file')} given two different labels "
+                        f"({summarised(two_labels)}); keep one label per file")
     if bad_files:
-        raise UserError(f"{option} {csv_path}: {len(bad_files)} file(s) missing ({summarised(bad_files)})")
+        raise UserError(f"{option} {csv_path}: {counted(len(bad_files), 'file')} missing or not an image "
+                        f"({summarised(bad_files)})")
     for path, _ in rows:
         try:
             decode_image(path, 1, 1)

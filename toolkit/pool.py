@@ -125,18 +125,20 @@ def read_pool(folder: Path, height: int, width: int, known_hashes: set, workers:
 # ---------------------------------------------------------------- the query's files
 
 def query_rows(paths, probs, picked, scores, class_names) -> list:
-    """queries.csv: rank, path (absolute), score, predicted class, its probability (0-1), an
-    empty label for the person to fill in; highest score first."""
+    """queries.csv: rank, path (absolute), score, predicted class, its probability (in %, as
+    5_predict.py writes it), an empty label for the person to fill in; highest score first."""
     probs = np.asarray(probs)
     return [{"rank": rank, "path": str(Path(paths[i]).resolve()), "score": float(score),
-             "predicted": class_names[int(probs[i].argmax())], "probability": float(probs[i].max()), "label": ""}
+             "predicted": class_names[int(probs[i].argmax())], "probability": 100.0 * float(probs[i].max()),
+             "label": ""}
             for rank, (i, score) in enumerate(zip(picked, scores), start=1)]
 
 
 def pseudo_rows(paths, probs, indices, labels, class_names) -> list:
-    """pseudo_labels.csv: path (absolute), label (the predicted class), probability (0-1)."""
+    """pseudo_labels.csv: path (absolute), label (the predicted class), probability (in %)."""
     probs = np.asarray(probs)
-    return [{"path": str(Path(paths[i]).resolve()), "label": class_names[int(c)], "probability": float(probs[i].max())}
+    return [{"path": str(Path(paths[i]).resolve()), "label": class_names[int(c)],
+             "probability": 100.0 * float(probs[i].max())}
             for i, c in zip(indices, labels)]
 
 

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import TRAIN_ARGS, write_images
 
-from toolkit import acquisition, simulation
+from toolkit import acquisition, data, simulation
+from toolkit.images import decode_image
 
 # four images, three classes: each acquisition orders them differently
 PROBS = np.array([[0.50, 0.50, 0.00],   # entropy 0.693, margin score 1.00, least-confidence 0.50
@@ -281,7 +283,9 @@ def test_ingest_refuses_without_writing_anything(labelled, run, problem):
 
 # ---------------------------------------------------------------- the simulation
 
-def test_two_round_simulation_writes_the_curve(tiny, run):
+def test_two_round_simulation_writes_the_curve(tiny, run, monkeypatch):
+    decoded = []
+    monkeypatch.setattr(data, "decode_image", lambda path, *size: decoded.append(path) or decode_image(path, *size))
     code, out, err = run("6_active", "--simulate", *tiny.data_args, "--initial", 0.3, "--budget", 3, "--rounds", 2,
                          "--acquisition", "entropy-balanced", "random", "--seeds", 0, "--pseudo",
                          "--pseudo-threshold", 0.34, *TRAIN_ARGS, "--device", "cpu", "--precision", "fp32")
@@ -311,6 +315,21 @@ def test_two_round_simulation_writes_the_curve(tiny, run):
     assert "2 rounds of 3 queries, strategies entropy-balanced, random, seed 0;" in out
     assert not says_one_of_a_plural(out)
     assert not (folder / ".rounds").exists()
+    # every image decoded once for the whole simulation: its five trainings hold index subsets of them
+    assert len(decoded) == len(set(decoded)) == sum(1 for p in (tiny.data / "tiny").rglob("*.png"))
+    assert not list((tiny.data / "tiny" / ".cache").glob("stats-*"))  # a subset's statistics are not the split's
+
+
+def test_a_subset_holds_the_images_at_its_indices_with_the_labels_given(tiny):
+    split = data.scan_split(tiny.data / "tiny", "train")
+    images = data.load_images(split, 8, 8, "cpu", progress=False)
+    part = data.subset(images, [5, 0, 20], [2, 2, 0])
+    assert part.split.paths == [split.paths[5], split.paths[0], split.paths[20]]
+    assert part.labels.tolist() == [2, 2, 0] and part.split.class_counts() == [1, 0, 2]
+    assert torch.equal(part.images, images.images[[5, 0, 20]])
+    mean, std = data.training_stats(part, 8, 8)
+    assert mean == pytest.approx((part.images.double() / 255).mean(dim=(0, 2, 3)).tolist())
+    assert data.subset(images, [3]).labels.tolist() == [split.labels[3].item()]
 
 
 def test_simulation_refuses_a_bad_strategy_and_the_query_only_flags(tiny, run):

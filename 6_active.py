@@ -25,8 +25,8 @@ MODES = ("--ingest", "--simulate")
 
 
 def add_pseudo_rule(p):
-    p.add_argument("--pseudo-threshold", type=cli.number_in(0.0, 1.0, low_open=True), default=acquisition.PSEUDO_THRESHOLD,
-                   metavar="P",
+    p.add_argument("--pseudo-threshold", type=cli.number_in(0.0, 1.0, low_open=True),
+                   default=acquisition.PSEUDO_THRESHOLD, metavar="P",
                    help="pseudo-label an image when its top probability is at least P, FixMatch's threshold "
                         f"(default: {acquisition.PSEUDO_THRESHOLD})")
     p.add_argument("--pseudo-alpha", type=cli.non_negative_float, default=acquisition.PSEUDO_ALPHA, metavar="A",
@@ -92,8 +92,9 @@ def simulate_parser():
     p.add_argument("--budget", type=cli.positive_int, required=True, metavar="K", help="queries per round")
     p.add_argument("--rounds", type=cli.positive_int, required=True, metavar="R", help="rounds after the start")
     p.add_argument("--acquisition", nargs="+", default=["entropy", "random"], metavar="A",
-                   help=f"strategies: {', '.join(acquisition.ACQUISITIONS)}, each also with the suffix {acquisition.BALANCED} "
-                        f"(e.g. entropy{acquisition.BALANCED}: the budget balanced as by --balance) (default: entropy random)")
+                   help=f"strategies: {', '.join(acquisition.ACQUISITIONS)}, each also with the suffix "
+                        f"{acquisition.BALANCED} (e.g. entropy{acquisition.BALANCED}: the budget balanced as by "
+                        f"--balance) (default: entropy random)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
                    help="seeds: the start, the training, random's draws (default: 0)")
     p.add_argument("--pseudo", action="store_true",

@@ -267,8 +267,8 @@ class Simulation:
             if plan.pseudo:
                 rest = np.setdiff1d(pool, picked)
                 chosen, pseudo_classes = acquisition.pseudo_labels(outcome.probs[rest], plan.threshold,
-                                                              np.bincount(self.labels[labelled], minlength=k),
-                                                              plan.alpha)
+                                                                   np.bincount(self.labels[labelled], minlength=k),
+                                                                   plan.alpha)
                 pseudo = rest[chosen]
             started = time.monotonic()
             outcome = self.train_round(f"{strategy}-s{seed}-r{round_}", seed, labelled, pseudo, pseudo_classes,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import TRAIN_ARGS, write_images
 
-from toolkit import acquisition, data, simulation
+from toolkit import acquisition, data, simulation, training
 from toolkit.images import decode_image
 
 # four images, three classes: each acquisition orders them differently
@@ -286,6 +286,9 @@ def test_ingest_refuses_without_writing_anything(labelled, run, problem):
 def test_two_round_simulation_writes_the_curve(tiny, run, monkeypatch):
     decoded = []
     monkeypatch.setattr(data, "decode_image", lambda path, *size: decoded.append(path) or decode_image(path, *size))
+    kept = []  # a round is never resumed: no last.pth, no curves.svg (training.Records)
+    monkeypatch.setattr(training, "save_last", lambda *args: kept.append("last.pth"))
+    monkeypatch.setattr(training.plots, "training_curves", lambda *args, **kw: kept.append("curves.svg"))
     code, out, err = run("6_active", "--simulate", *tiny.data_args, "--initial", 0.3, "--budget", 3, "--rounds", 2,
                          "--acquisition", "entropy-balanced", "random", "--seeds", 0, "--pseudo",
                          "--pseudo-threshold", 0.34, *TRAIN_ARGS, "--device", "cpu", "--precision", "fp32")
@@ -315,6 +318,7 @@ def test_two_round_simulation_writes_the_curve(tiny, run, monkeypatch):
     assert "2 rounds of 3 queries, strategies entropy-balanced, random, seed 0;" in out
     assert not says_one_of_a_plural(out)
     assert not (folder / ".rounds").exists()
+    assert kept == []
     # every image decoded once for the whole simulation: its five trainings hold index subsets of them
     assert len(decoded) == len(set(decoded)) == sum(1 for p in (tiny.data / "tiny").rglob("*.png"))
     assert not list((tiny.data / "tiny" / ".cache").glob("stats-*"))  # a subset's statistics are not the split's

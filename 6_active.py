@@ -13,21 +13,23 @@ RUN_DIR/active-<YYYY-MM-DD-HH-MM-SS>/; a simulation writes logs/active/NAME/<YYY
 (see README.md).
 """
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
-from toolkit import active, arguments, cli, simulation
+from toolkit import acquisition, arguments, cli, dataset_versions, pool, simulation
+from toolkit.cli import counted
 
 MODES = ("--ingest", "--simulate")
 
 
 def add_pseudo_rule(p):
-    p.add_argument("--pseudo-threshold", type=cli.number_in(0.0, 1.0, low_open=True), default=active.PSEUDO_THRESHOLD,
-                   metavar="P",
+    p.add_argument("--pseudo-threshold", type=cli.number_in(0.0, 1.0, low_open=True),
+                   default=acquisition.PSEUDO_THRESHOLD, metavar="P",
                    help="pseudo-label an image when its top probability is at least P, FixMatch's threshold "
-                        f"(default: {active.PSEUDO_THRESHOLD})")
-    p.add_argument("--pseudo-alpha", type=cli.non_negative_float, default=active.PSEUDO_ALPHA, metavar="A",
+                        f"(default: {acquisition.PSEUDO_THRESHOLD})")
+    p.add_argument("--pseudo-alpha", type=cli.non_negative_float, default=acquisition.PSEUDO_ALPHA, metavar="A",
                    help="CReST's per-class cap: the class of count rank l keeps (N_{L+1-l}/N_1)^A of its candidates, "
                         "so the rarest keeps all and the most frequent fewest; 0: no cap (default: 1/3)")
 
@@ -42,7 +44,7 @@ def query_parser():
                    help="folder of unlabelled images (searched recursively); images the run's dataset already "
                         "holds (same content) are skipped")
     p.add_argument("--budget", type=cli.positive_int, required=True, metavar="K", help="images to query")
-    p.add_argument("--acquisition", choices=active.ACQUISITIONS, default="entropy",
+    p.add_argument("--acquisition", choices=acquisition.ACQUISITIONS, default="entropy",
                    help="entropy, margin (1 - top-1 + top-2), least-confidence (1 - top-1), random, kcenter "
                         "(greedy core-set on penultimate-layer features) (default: entropy)")
     p.add_argument("--balance", action="store_true",
@@ -90,8 +92,9 @@ def simulate_parser():
     p.add_argument("--budget", type=cli.positive_int, required=True, metavar="K", help="queries per round")
     p.add_argument("--rounds", type=cli.positive_int, required=True, metavar="R", help="rounds after the start")
     p.add_argument("--acquisition", nargs="+", default=["entropy", "random"], metavar="A",
-                   help=f"strategies: {', '.join(active.ACQUISITIONS)}, each also with the suffix {active.BALANCED} "
-                        f"(e.g. entropy{active.BALANCED}: the budget balanced as by --balance) (default: entropy random)")
+                   help=f"strategies: {', '.join(acquisition.ACQUISITIONS)}, each also with the suffix "
+                        f"{acquisition.BALANCED} (e.g. entropy{acquisition.BALANCED}: the budget balanced as by "
+                        f"--balance) (default: entropy random)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
                    help="seeds: the start, the training, random's draws (default: 0)")
     p.add_argument("--pseudo", action="store_true",
@@ -118,9 +121,9 @@ def parse_args(argv=None):
         args, rest = simulate_parser().parse_known_args(argv)
         if "--balance" in rest:
             raise cli.UserError(f"--balance: in --simulate, name the balanced strategy instead, e.g. "
-                                f"--acquisition entropy entropy{active.BALANCED} random")
+                                f"--acquisition entropy entropy{acquisition.BALANCED} random")
         for name in args.acquisition:
-            active.parse_strategy(name)
+            acquisition.parse_strategy(name)
         if len(set(args.acquisition)) < len(args.acquisition) or len(set(args.seeds)) < len(args.seeds):
             raise cli.UserError("--acquisition and --seeds: name each strategy and seed once")
         args.train_argv = rest
@@ -132,50 +135,58 @@ def parse_args(argv=None):
     return args
 
 
+def query_settings(args) -> pool.QuerySettings:
+    """The query's settings: the arguments of the same names."""
+    names = [f.name for f in dataclasses.fields(pool.QuerySettings) if f.name != "progress"]
+    return pool.QuerySettings(**{name: getattr(args, name) for name in names}, progress=not args.no_progress)
+
+
 def query(args) -> int:
-    found = active.query_pool(args.run, args.pool, args.budget, args.acquisition, args.balance, args.pseudo_threshold,
-                              args.pseudo_alpha, args.seed, args.data_root, args.device, args.precision,
-                              args.batchsize, args.workers, args.cache_gb, not args.no_progress)
-    pool, dataset = found.pool, found.dataset
+    found = pool.query_pool(query_settings(args))
+    scanned, dataset = found.pool, found.dataset
     output = args.output or args.run / f"active-{time.strftime('%Y-%m-%d-%H-%M-%S')}"
-    settings = {name: getattr(args, name) for name in ("run", "pool", "budget", "acquisition", "balance",
-                                                       "pseudo_threshold", "pseudo_alpha", "seed", "precision")}
-    active.write_query(output, found, settings)
-    print(f"{found.predictor.path}: {len(pool.paths)} pool images of {args.pool} predicted "
+    pool.write_query(output, found)
+    print(f"{found.predictor.path}: {counted(len(scanned.paths), 'pool image')} of {args.pool} predicted "
           f"(device {found.predictor.device}, precision {found.predictor.precision.name}); skipped: "
-          f"{len(pool.in_dataset)} already in {dataset.name}, {len(pool.duplicates)} duplicates, "
-          f"{len(pool.unreadable)} unreadable, {pool.other_files} other files")
-    for path, reason in pool.unreadable:
+          f"{len(scanned.in_dataset)} already in {dataset.name}, {counted(len(scanned.duplicates), 'duplicate')}, "
+          f"{len(scanned.unreadable)} unreadable, {counted(scanned.other_files, 'other file')}")
+    for path, reason in scanned.unreadable:
         print(f"  unreadable {path}: {reason}", file=sys.stderr)
     print(f"acquisition {args.acquisition}{', balanced over the predicted classes' if args.balance else ''}; "
-          f"pseudo-labels: top probability >= {args.pseudo_threshold:g}, CReST cap alpha {args.pseudo_alpha:.3g}")
+          f"pseudo-labels: top probability >= {args.pseudo_threshold:g} ({100 * args.pseudo_threshold:g}%), "
+          f"CReST cap alpha {args.pseudo_alpha:.3g}")
     print(found.table.to_string(index=False))
-    print(f"wrote {output / 'queries.csv'} ({len(found.queries)} images to label: fill in the label column) and "
-          f"{output / 'pseudo_labels.csv'} ({len(found.pseudo)} pseudo-labels)")
+    print(f"wrote {output / 'queries.csv'} ({counted(len(found.queries), 'image')} to label: fill in the label "
+          f"column) and {output / 'pseudo_labels.csv'} ({counted(len(found.pseudo), 'pseudo-label')}); "
+          f"probabilities in %")
     print(f"then: python 6_active.py --ingest {output / 'queries.csv'} --dataset {dataset.name} --into "
           f"{dataset.name}-r1 --pseudo {output / 'pseudo_labels.csv'}")
     return 0
 
 
 def ingest(args) -> int:
-    version = active.ingest(args.ingest, args.data_root, args.dataset, args.into, args.pseudo, args.overwrite,
-                            args.workers, not args.no_progress)
+    version = dataset_versions.ingest(args.ingest, args.data_root, args.dataset, args.into, pseudo_csv=args.pseudo,
+                                      overwrite=args.overwrite, workers=args.workers, progress=not args.no_progress)
     added = version.counts()
-    print(f"wrote {version.target}: {args.dataset}'s splits ({added['original']} images) plus "
-          f"{added['labelled']} labelled and {added['pseudo']} pseudo-labelled training images; split.csv says which")
+    print(f"wrote {version.target}: {args.dataset}'s splits ({counted(added['original'], 'image')}) plus "
+          f"{added['labelled']} labelled and {added['pseudo']} pseudo-labelled training "
+          f"{cli.plural(added['labelled'] + added['pseudo'], 'image')}; split.csv says which")
     if version.pseudo_dropped:
-        print(f"{version.pseudo_dropped} pseudo-labelled row(s) were also labelled by hand: the hand label was used")
+        dropped = version.pseudo_dropped
+        print(f"{counted(dropped, 'pseudo-labelled row')} {cli.plural(dropped, 'was', 'were')} also labelled by hand: "
+              f"the hand label was used")
     if version.already_in:
-        print(f"left out {len(version.already_in)} row(s) whose image {args.dataset} already holds, e.g. "
+        print(f"left out {counted(len(version.already_in), 'row')} whose image {args.dataset} already holds, e.g. "
               f"{version.already_in[0]}")
     print(f"train on it: python 1_train.py --dataset {args.into} ...")
     return 0
 
 
 def simulate(args) -> int:
-    plan = simulation.Plan(args.dataset, args.data_root, args.logs_root, args.initial, args.budget, args.rounds,
-                           args.acquisition, args.seeds, args.train_argv, args.pseudo, args.pseudo_threshold,
-                           args.pseudo_alpha, not args.no_progress)
+    plan = simulation.Plan(dataset=args.dataset, data_root=args.data_root, logs_root=args.logs_root,
+                           initial=args.initial, budget=args.budget, rounds=args.rounds, strategies=args.acquisition,
+                           seeds=args.seeds, train_argv=args.train_argv, pseudo=args.pseudo,
+                           threshold=args.pseudo_threshold, alpha=args.pseudo_alpha, progress=not args.no_progress)
     exit_code, folder, summary = simulation.simulate(plan)
     if summary is not None:
         print(f"wrote {folder}: curve.csv, curve.svg, summary.csv, queries.csv, training.log, plan.json")

@@ -137,3 +137,13 @@ def progress_bar(iterable, enabled=True, **options):
     """A tqdm bar on stdout, shown only when asked for and stdout is a terminal (not in logs)."""
     from tqdm import tqdm
     return tqdm(iterable, disable=None if enabled else True, file=sys.stdout, leave=False, **options)
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`noun` for a count of one, else `many` (default: noun + 's'): what a printed count is followed by."""
+    return noun if count == 1 else (many or noun + "s")
+
+
+def counted(count: int, noun: str, many: str | None = None) -> str:
+    """'1 image', '3 images', '0 images'."""
+    return f"{count} {plural(count, noun, many)}"

@@ -195,11 +195,14 @@ class StreamedImages(torch.utils.data.Dataset):
 
 @dataclass
 class ImageSet:
-    """One split ready for batching: decoded in memory (`images`) or `streamed`."""
+    """One split ready for batching: decoded in memory (`images`) or `streamed`. A `subset` of
+    another set holds some of its images, maybe relabelled; the caches of the whole split (keyed
+    by its files) are not its own."""
     split: Split
     labels: torch.Tensor
     images: torch.Tensor = None
     streamed: StreamedImages = None
+    subset: bool = False
 
     def __len__(self):
         return len(self.labels)
@@ -223,8 +226,24 @@ def load_images(split: Split, height: int, width: int, device, cache_gb: float =
     return ImageSet(split, labels, images=images.to(device))
 
 
+def subset(image_set: ImageSet, indices, labels=None) -> ImageSet:
+    """The images at `indices`, in that order, with their labels or the `labels` given (class
+    indices of the same class names): no image decoded again."""
+    indices = torch.as_tensor(indices, dtype=torch.long)
+    split = image_set.split
+    labels = split.labels[indices] if labels is None else torch.as_tensor(labels, dtype=torch.long)
+    part = Split(split.name, split.root, split.class_names, [split.paths[i] for i in indices.tolist()], labels)
+    on_device = labels.to(image_set.labels.device)
+    if image_set.images is not None:
+        return ImageSet(part, on_device, images=image_set.images[indices.to(image_set.images.device)], subset=True)
+    return ImageSet(part, on_device, streamed=StreamedImages(part, *image_set.streamed.size), subset=True)
+
+
 def training_stats(image_set: ImageSet, height: int, width: int) -> tuple:
-    """Per-channel mean and std of the training images in [0, 1], cached beside the dataset."""
+    """Per-channel mean and std of the training images in [0, 1], cached beside the dataset (a
+    subset's are computed, never cached: it is not the dataset's split)."""
+    if image_set.subset:
+        return compute_channel_stats(image_chunks(image_set))
     split = image_set.split
     key = fingerprint(split, height, width)
     path = cache_dir(split) / f"stats-{height}x{width}.json"
@@ -234,14 +253,17 @@ def training_stats(image_set: ImageSet, height: int, width: int) -> tuple:
             return stored["mean"], stored["std"]
     except (OSError, ValueError, KeyError):
         pass
-    if image_set.images is not None:
-        chunks = image_set.images.split(1024)
-    else:
-        chunks = progress_bar((image_set.streamed[i][0][None] for i in range(len(image_set))),
-                              total=len(image_set), desc="channel stats")
-    mean, std = compute_channel_stats(chunks)
+    mean, std = compute_channel_stats(image_chunks(image_set))
     try_write(path, lambda target: write_json(target, {"fingerprint": key, "mean": mean, "std": std}))
     return mean, std
+
+
+def image_chunks(image_set: ImageSet):
+    """The set's uint8 images, a chunk at a time (the statistics' input)."""
+    if image_set.images is not None:
+        return image_set.images.split(1024)
+    return progress_bar((image_set.streamed[i][0][None] for i in range(len(image_set))), total=len(image_set),
+                        desc="channel stats")
 
 
 def gather(image_set: ImageSet, order: torch.Tensor, batch_size: int, workers: int = 2):

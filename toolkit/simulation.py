@@ -5,12 +5,14 @@ A stratified fraction of the training split is the labelled start; the rest is t
 true labels the oracle. Per seed the start is trained once (round 0, shared by every strategy);
 then per strategy, each round queries `budget` pool images with the previous round's model,
 reveals their labels (and, with pseudo-labels, adds the confident rest of the pool under the
-model's labels, recomputed each round), trains a fresh model through training.build_setup and
-the Trainer, with 1_train.py's own arguments, and evaluates the test split with the round's best
-checkpoint through Predictor. Rounds train in a hidden folder of the simulation, removed after
-each round; the simulation keeps curve.csv, curve.svg, summary.csv, queries.csv, training.log
-and plan.json.
+model's labels, recomputed each round), trains a fresh model with 1_train.py's own arguments,
+and evaluates the test split with the round's best checkpoint through Predictor. The images are
+decoded once: a round trains on an index subset of the training images in memory
+(data.subset, training.setup_from_images). Each round's best checkpoint is written to a hidden
+folder of the simulation, removed after the round; the simulation keeps curve.csv, curve.svg,
+summary.csv, queries.csv, training.log and plan.json.
 """
+import argparse
 import contextlib
 import io
 import shutil
@@ -21,13 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
-from toolkit import active, data, engine, files, metrics, plots, runs, training
+from toolkit import acquisition, augment, data, engine, files, metrics, plots, recipes, runs, training
 from toolkit.plan import parse_args as parse_training_plan
-from toolkit.cli import UserError, progress_bar
+from toolkit.cli import UserError, counted, plural, progress_bar
+from toolkit.pool import logits_and_features
 from toolkit.predictor import Predictor
-from toolkit.record import Checkpoint
 
 CURVE_COLUMNS = ["strategy", "seed", "round", "labelled", "test_acc", "test_bacc", "tail_share",
                  "pseudo_labels", "pseudo_precision"]
@@ -49,8 +50,8 @@ class Plan:
     seeds: list
     train_argv: list
     pseudo: bool = False
-    threshold: float = active.PSEUDO_THRESHOLD
-    alpha: float = active.PSEUDO_ALPHA
+    threshold: float = acquisition.PSEUDO_THRESHOLD
+    alpha: float = acquisition.PSEUDO_ALPHA
     progress: bool = True
 
 
@@ -62,8 +63,9 @@ class Stopped(Exception):
         self.exit_code = exit_code
 
 
-def training_args(plan: Plan, data_root: Path, dataset: str, logs_root: Path, seed: int):
-    """1_train.py's parsed arguments for one round, so every training flag means what it means there."""
+def training_args(plan: Plan, seed: int):
+    """1_train.py's parsed arguments for the rounds of `seed`, so every training flag means what it
+    means there."""
     given = {token.split("=", 1)[0] for token in plan.train_argv}
     refused = sorted(given.intersection(NOT_IN_A_SIMULATION))
     if "--seed" in refused:
@@ -72,8 +74,8 @@ def training_args(plan: Plan, data_root: Path, dataset: str, logs_root: Path, se
         raise UserError(f"{', '.join(refused)}: not a training argument of a simulation (it sets them itself)")
     if "--model_index" not in given:
         raise UserError("--model_index is required: the network each round trains (see: python get_model.py)")
-    argv = [*plan.train_argv, "--dataset", dataset, "--data-root", str(data_root), "--logs-root", str(logs_root),
-            "--seed", str(seed), "--no-progress"]
+    argv = [*plan.train_argv, "--dataset", plan.dataset, "--data-root", str(plan.data_root), "--logs-root",
+            str(plan.logs_root), "--seed", str(seed), "--no-progress"]
     try:
         return parse_training_plan(argv)
     except UserError as e:
@@ -101,16 +103,7 @@ def new_simulation_dir(logs_root: Path, dataset: str) -> Path:
     return runs.new_dated_dir(Path(logs_root) / "active" / dataset, "a simulation folder")
 
 
-class RoundTrainer(training.Trainer):
-    """The epoch loop of one round: its logs and best checkpoint only (a round is never resumed,
-    and a figure per epoch would cost more than the round's training)."""
-
-    def record_epoch(self, position, train_row, valid_row, improved):
-        self.log.log("train", train_row)
-        self.log.log("valid", valid_row)
-        if improved:
-            runs.save_best(self.run_dir, Checkpoint(self.setup.record, self.setup.engine.model.state_dict(),
-                                                    position.best["epoch"], value=position.best["value"]))
+ROUND_RECORDS = training.Records(last=False, curves=False)  # a round is never resumed
 
 
 @dataclass
@@ -127,23 +120,29 @@ class Simulation:
 
     def __init__(self, plan: Plan):
         self.plan = plan
-        self.args = training_args(plan, plan.data_root, plan.dataset, plan.logs_root, plan.seeds[0])
         for strategy in plan.strategies:
-            active.parse_strategy(strategy)
+            acquisition.parse_strategy(strategy)
+        self.args = args = training_args(plan, plan.seeds[0])
         dataset = data.dataset_dir(plan.data_root, plan.dataset)
         splits = data.scan_dataset(dataset, ("train", "valid"))
-        self.train_split, self.valid_split = splits["train"], splits["valid"]
+        self.train_split, valid_split = splits["train"], splits["valid"]
         self.class_names = self.train_split.class_names
         self.labels = self.train_split.labels.numpy()
         self.tail = tail_classes(self.train_split.class_counts())
         self.eval_split = data.scan_split(dataset, data.evaluation_split(dataset), self.class_names)
-        if self.args.deterministic:
+        # the whole plan checked before anything is decoded or written: the objective, its flags, the model
+        training.Network.of_plan(args, self.train_split.class_counts())
+        if args.deterministic:
             engine.use_deterministic_algorithms()
-        self.device = engine.pick_device(self.args.device)
-        load = dict(height=self.args.height, width=self.args.width, device=self.device, cache_gb=self.args.cache_gb,
-                    workers=self.args.workers, progress=plan.progress)
-        self.everything = data.load_images(self.train_split, **load)
-        self.test_set = data.load_images(self.eval_split, **load)
+        self.device = engine.pick_device(args.device)
+        load = dict(device=self.device, cache_gb=args.cache_gb, workers=args.workers, progress=plan.progress)
+        size = (args.height, args.width)
+        self.everything = data.load_images(self.train_split, *size, **load)  # what a round's model predicts
+        train_size = augment.cache_size(args.augment, *size)
+        self.train_images = self.everything if train_size == size else \
+            data.load_images(self.train_split, *train_size, **load)  # what a round trains from
+        self.valid_set = data.load_images(valid_split, *size, **load)
+        self.test_set = data.load_images(self.eval_split, *size, **load)
         self.folder = new_simulation_dir(plan.logs_root, plan.dataset)
         self.work = self.folder / ".rounds"
         self.curve, self.queries, self.log_text = [], [], []
@@ -153,64 +152,55 @@ class Simulation:
 
     # ------------------------------------------------------------ one round
 
-    def link_split(self, split_root: Path, indices, paths, classes):
-        """split_root/<class>/<index><suffix> linking to each image (copied where links fail)."""
-        for index, path, c in zip(indices, paths, classes):
-            target = split_root / self.class_names[c] / f"{index:06d}{path.suffix.lower()}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                target.symlink_to(path.resolve())
-            except OSError:
-                shutil.copy2(path, target)
+    def round_images(self, labelled, pseudo=(), pseudo_classes=()) -> data.ImageSet:
+        """The labelled images with their true labels and the pseudo-labelled ones with the model's,
+        ordered as a scanned split is: by class, then by place in the training split."""
+        indices = np.concatenate([np.asarray(labelled, dtype=np.int64), np.asarray(pseudo, dtype=np.int64)])
+        classes = np.concatenate([self.labels[labelled], np.asarray(pseudo_classes, dtype=np.int64)])
+        order = np.lexsort((indices, classes))
+        return data.subset(self.train_images, indices[order], classes[order])
 
     def train_round(self, name: str, seed: int, labelled, pseudo=(), pseudo_classes=(), predict_pool=True) -> Outcome:
         """Train on the labelled (and pseudo-labelled) training images, evaluate the test split."""
-        dataset = self.work / "data" / name
-        train_paths = self.train_split.paths
-        self.link_split(dataset / "train", labelled, [train_paths[i] for i in labelled], self.labels[labelled])
-        self.link_split(dataset / "train", pseudo, [train_paths[i] for i in pseudo], pseudo_classes)
-        valid = self.valid_split
-        self.link_split(dataset / "valid", range(len(valid.paths)), valid.paths, valid.labels.tolist())
-        args = training_args(self.plan, self.work / "data", name, self.work / "runs", seed)
+        args = argparse.Namespace(**{**vars(self.args), "seed": seed})
         torch.manual_seed(seed)
-        setup = training.build_setup(args, device=self.device, progress=False)
-        run_dir = self.work / "runs" / name
+        setup = training.setup_from_images(args, self.round_images(labelled, pseudo, pseudo_classes), self.valid_set,
+                                           device=self.device)
+        run_dir = self.work / name
         run_dir.mkdir(parents=True)
-        files.write_json(run_dir / "args.json", {**vars(args), **setup.record.as_dict()})
         captured = io.StringIO()
         with runs.RunLog(run_dir, tensorboard=False) as log, contextlib.redirect_stdout(captured):
-            best, exit_code = RoundTrainer(args, setup, run_dir, log, progress=False).train(training.Position())
+            trainer = training.Trainer(args, setup, run_dir, log, progress=False, records=ROUND_RECORDS)
+            best, exit_code = trainer.train(training.Position())
         self.log_text.append(f"== {name}: {len(labelled)} labelled, {len(pseudo)} pseudo-labelled; best valid "
                              f"{args.monitor} {best['value']:.2f} at epoch {best['epoch']}\n{captured.getvalue()}")
         files.write_atomically(self.folder / "training.log", lambda tmp: Path(tmp).write_text("".join(self.log_text)))
         if exit_code:
             raise Stopped(exit_code)
-        predictor = Predictor.of_run(run_dir, device=self.device, precision=args.precision)
+        predictor = Predictor(runs.best_checkpoint(run_dir), device=self.device, precision=args.precision)
         test_labels, test_logits = predictor.predict(self.test_set, args.batchsize, args.workers, False, desc="test")
         scores = metrics.epoch_metrics(test_labels, test_logits)
         outcome = Outcome(scores["acc"], scores["bacc"])
         if predict_pool:
-            logits, features = active.logits_and_features(predictor, self.everything, args.batchsize, args.workers,
-                                                          False)
+            logits, features = logits_and_features(predictor, self.everything, args.batchsize, args.workers, False)
             outcome.probs, outcome.features = logits.softmax(dim=1).numpy(), features.numpy()
-        shutil.rmtree(dataset, ignore_errors=True)
         shutil.rmtree(run_dir, ignore_errors=True)
         return outcome
 
     def query(self, strategy: str, outcome: Outcome, labelled, pool, seed: int, round_: int) -> tuple:
         """The pool images (indices into the training split) a strategy queries, and their scores."""
-        acquisition, balanced = active.parse_strategy(strategy)
+        method, balanced = acquisition.parse_strategy(strategy)
         k = len(self.class_names)
         probs = outcome.probs[pool]
         quotas = None
         if balanced:
-            quotas = active.balanced_quotas(np.bincount(self.labels[labelled], minlength=k),
-                                            np.bincount(probs.argmax(axis=1), minlength=k), self.plan.budget)
-        kcenter = acquisition == "kcenter"
-        picked, scores = active.select(acquisition, probs, self.plan.budget, seed=seed * 1009 + round_,
-                                       features=outcome.features[pool] if kcenter else None,
-                                       labelled_features=outcome.features[labelled] if kcenter else None,
-                                       quotas=quotas)
+            quotas = acquisition.balanced_quotas(np.bincount(self.labels[labelled], minlength=k),
+                                                 np.bincount(probs.argmax(axis=1), minlength=k), self.plan.budget)
+        kcenter = method == "kcenter"
+        picked, scores = acquisition.select(method, probs, self.plan.budget, seed=seed * 1009 + round_,
+                                            features=outcome.features[pool] if kcenter else None,
+                                            labelled_features=outcome.features[labelled] if kcenter else None,
+                                            quotas=quotas)
         return pool[picked], scores
 
     # ------------------------------------------------------------ rows and files
@@ -276,9 +266,9 @@ class Simulation:
             pseudo, pseudo_classes = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
             if plan.pseudo:
                 rest = np.setdiff1d(pool, picked)
-                chosen, pseudo_classes = active.pseudo_labels(outcome.probs[rest], plan.threshold,
-                                                              np.bincount(self.labels[labelled], minlength=k),
-                                                              plan.alpha)
+                chosen, pseudo_classes = acquisition.pseudo_labels(outcome.probs[rest], plan.threshold,
+                                                                   np.bincount(self.labels[labelled], minlength=k),
+                                                                   plan.alpha)
                 pseudo = rest[chosen]
             started = time.monotonic()
             outcome = self.train_round(f"{strategy}-s{seed}-r{round_}", seed, labelled, pseudo, pseudo_classes,
@@ -302,7 +292,7 @@ def round_line(strategy, seed, round_, rounds, labelled, outcome, tail, labels, 
     tail_share = float(np.isin(labels[labelled], tail).mean())
     pseudo = ""
     if row is not None and row["pseudo_labels"]:
-        pseudo = f", {row['pseudo_labels']} pseudo-labels ({row['pseudo_precision']:.1f}% right)"
+        pseudo = f", {counted(row['pseudo_labels'], 'pseudo-label')} ({row['pseudo_precision']:.1f}% right)"
     return (f"{strategy:<20} seed {seed} round {round_}/{rounds}: {len(labelled)} labelled "
             f"({100 * tail_share:.0f}% tail){pseudo}  test acc {outcome.test_acc:6.2f} bacc {outcome.test_bacc:6.2f}"
             f"  {seconds:5.1f}s")
@@ -328,32 +318,30 @@ def areas(curve: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["strategy", "seed", "auc"])
 
 
-def t_interval(values) -> float:
-    """Half-width of the 95% Student-t interval of the mean (NaN for fewer than two values)."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
-        return float("nan")
-    return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+def half_width(interval: tuple) -> float:
+    """The half-width of recipes.t_interval's (mean, std, low, high): what the tables print after ±."""
+    return (interval[3] - interval[2]) / 2
 
 
 def summarise(curve: pd.DataFrame, strategies: list) -> pd.DataFrame:
     """Per strategy: seeds, mean AUC with its 95% interval over seeds, and the paired difference
-    from random on the same seeds (mean, 95% interval, paired t-test p-value)."""
+    from random on the same seeds (mean, 95% interval, paired t-test p-value), from toolkit/recipes.py
+    as 4_report.py's recipes have them."""
     found = areas(curve)
-    baseline = found[found["strategy"] == BASELINE].set_index("seed")["auc"]
+    by_seed = {strategy: dict(zip(group["seed"], group["auc"])) for strategy, group in found.groupby("strategy")}
+    baseline = by_seed.get(BASELINE, {})
     rows = []
     for strategy in strategies:
-        mine = found[found["strategy"] == strategy].set_index("seed")["auc"]
-        if mine.empty:
+        mine = by_seed.get(strategy)
+        if not mine:
             continue
-        row = {"strategy": strategy, "seeds": len(mine), "auc": float(mine.mean()), "auc_ci95": t_interval(mine),
+        interval = recipes.t_interval(list(mine.values()))
+        row = {"strategy": strategy, "seeds": len(mine), "auc": interval[0], "auc_ci95": half_width(interval),
                "vs_random": float("nan"), "vs_random_ci95": float("nan"), "p_value": float("nan")}
-        matched = mine.index.intersection(baseline.index)
-        if strategy != BASELINE and len(matched):
-            difference = mine[matched] - baseline[matched]
-            row.update(vs_random=float(difference.mean()), vs_random_ci95=t_interval(difference))
-            if len(matched) > 1 and difference.std(ddof=1) > 0:
-                row["p_value"] = float(stats.ttest_rel(mine[matched], baseline[matched]).pvalue)
+        if strategy != BASELINE and set(mine) & set(baseline):
+            paired = recipes.paired_difference(mine, baseline)
+            row.update(vs_random=paired["bacc_diff_mean"], p_value=paired["p_value"],
+                       vs_random_ci95=(paired["bacc_diff_ci_high"] - paired["bacc_diff_ci_low"]) / 2)
         rows.append(row)
     return pd.DataFrame(rows, columns=["strategy", "seeds", "auc", "auc_ci95", "vs_random", "vs_random_ci95",
                                        "p_value"])
@@ -393,9 +381,11 @@ def simulate(plan: Plan, say=print) -> tuple:
     """Run a plan; (exit code, the simulation folder, the summary table or None when stopped)."""
     simulation = Simulation(plan)
     say(f"simulation folder: {simulation.folder}")
-    say(f"{plan.dataset}: {len(simulation.labels)} training images, {len(simulation.test_set)} {simulation.eval_split.name}"
-        f" images; start {plan.initial:g} of each class, {plan.rounds} rounds of {plan.budget} queries, strategies "
-        f"{', '.join(plan.strategies)}, seeds {' '.join(map(str, plan.seeds))}"
+    say(f"{plan.dataset}: {counted(len(simulation.labels), 'training image')}, "
+        f"{counted(len(simulation.test_set), simulation.eval_split.name + ' image')}; start {plan.initial:g} of each "
+        f"class, {counted(plan.rounds, 'round')} of {counted(plan.budget, 'query', 'queries')}, "
+        f"{plural(len(plan.strategies), 'strategy', 'strategies')} {', '.join(plan.strategies)}, "
+        f"{plural(len(plan.seeds), 'seed')} {' '.join(map(str, plan.seeds))}"
         + (f"; pseudo-labels at {plan.threshold:g} (CReST alpha {plan.alpha:.3g})" if plan.pseudo else ""))
     exit_code = simulation.run(say)
     if not simulation.curve:

@@ -2,7 +2,9 @@
 and checked before anything is written, and the epoch loop with its checkpoints and logs.
 
 1_train.py, benchmarks/train_speed.py, the tests and 6_active.py's simulation all build a trainer
-here, so a training flag means the same everywhere.
+here, so a training flag means the same everywhere: build_setup from a dataset folder, and
+setup_from_images (which build_setup ends in) from images already decoded, as the simulation's
+rounds hold them.
 """
 import dataclasses
 import time
@@ -36,27 +38,56 @@ def build_setup(args, distributed=None, device=None, progress=True, small_map_ma
     dataset = data.dataset_dir(args.data_root, args.dataset)
     # the test split is scanned too, so a broken one is found now, not after hours of training
     splits = data.scan_dataset(dataset, [s for s in data.SPLITS if s != "test" or (dataset / s).is_dir()])
-    class_names = splits["train"].class_names
-    class_counts = splits["train"].class_counts()
-
-    loss = criterion.build_criterion(args.objective, class_counts, args)
-    mixing = augment.batch_mixing(args.mixup, args.cutmix, args.mix_prob)
-    check_mixable(args.objective, loss, mixing)
-    model = build_model(args, loss, len(class_names), distributed)
-
+    # the objective and the model before the images, so a mistake costs no decoding
+    network = Network.of_plan(args, splits["train"].class_counts(), distributed)
     train_size = augment.cache_size(args.augment, args.height, args.width)
     train_set, valid_set = (data.load_images(splits[name], *size, device, args.cache_gb, args.workers, progress)
                             for name, size in (("train", train_size), ("valid", (args.height, args.width))))
+    return setup_from_images(args, train_set, valid_set, distributed, device, small_map_matmuls, network)
+
+
+@dataclass
+class Network:
+    """What a plan trains, before any image is seen: the objective for the training counts, the
+    batch mixing it accepts, and the table's model as the objective adapts it."""
+    loss: torch.nn.Module
+    mixing: augment.Mixing | None
+    model: torch.nn.Module
+
+    @classmethod
+    def of_plan(cls, args, class_counts, distributed=None) -> "Network":
+        """Built and checked: an unknown objective, a flag it refuses, mixing it cannot score, a
+        model index or image size the table refuses, unusable --pretrained weights: UserError."""
+        loss = criterion.build_criterion(args.objective, class_counts, args)
+        mixing = augment.batch_mixing(args.mixup, args.cutmix, args.mix_prob)
+        check_mixable(args.objective, loss, mixing)
+        return cls(loss, mixing, build_model(args, loss, len(class_counts), distributed or engine.Distributed()))
+
+
+def setup_from_images(args, train_set: data.ImageSet, valid_set: data.ImageSet, distributed=None, device=None,
+                      small_map_matmuls=True, network: Network | None = None) -> Setup:
+    """The set-up of images already decoded (on `device`): the training set at its cache size
+    (augment.cache_size), the validation set at the training size; the class names and counts are
+    the training set's. `network` is built here unless given (build_setup builds it before
+    decoding, to check the plan first)."""
+    distributed = distributed or engine.Distributed()
+    device = device or engine.pick_device(args.device)
+    train_size = augment.cache_size(args.augment, args.height, args.width)
+    if train_set.size != train_size or valid_set.size != (args.height, args.width):
+        raise ValueError(f"image sets of {train_set.size} and {valid_set.size}, the plan trains from {train_size} "
+                         f"and validates at {(args.height, args.width)}")
+    class_names, class_counts = train_set.split.class_names, train_set.split.class_counts()
+    network = network or Network.of_plan(args, class_counts, distributed)
     mean, std = data.training_stats(train_set, *train_size)  # of the enlarged cache: the same to resampling
     normalise = data.Normalise(mean, std).to(device)
-    memory_format = engine.memory_format(model)
+    memory_format = engine.memory_format(network.model)
 
-    run = build_engine(args, engine.prepare_model(model, device, small_map_matmuls), loss.to(device), device,
-                       distributed, mixing)
+    run = build_engine(args, engine.prepare_model(network.model, device, small_map_matmuls), network.loss.to(device),
+                       device, distributed, network.mixing)
     record = RunRecord(args.model_index, class_names, args.height, args.width, mean, std,
                        model_name=get_model.model_name(args.model_index), dataset=args.dataset,
                        objective=args.objective, class_counts=class_counts,
-                       cosine_scale=get_model.cosine_scale(model), monitor=args.monitor)
+                       cosine_scale=get_model.cosine_scale(network.model), monitor=args.monitor)
     augmenting = augment.batch_augmentation(args.augment, args.height, args.width, args.randaugment_n,
                                             args.randaugment_m)
     return Setup(run, data.Batches(train_set, normalise, memory_format, augmenting, args.workers),
@@ -172,12 +203,24 @@ def restore(run_dir, setup: Setup) -> Position:
 
 # ---------------------------------------------------------------- the epoch loop
 
+@dataclass(frozen=True)
+class Records:
+    """What the Trainer writes after each epoch besides train.csv, valid.csv and the best
+    checkpoint: last.pth (what --resume needs; also written when a stop ends an epoch early) and
+    curves.svg. A simulated round keeps neither: it is never resumed, and a figure per epoch would
+    cost more than its training."""
+    last: bool = True
+    curves: bool = True
+
+
 class Trainer:
     """Runs the epochs of one set-up from a position. Only the main process (the one with a
     `log`) writes; under torchrun every process trains its share and sees the same validation."""
 
-    def __init__(self, args, setup: Setup, run_dir=None, log: runs.RunLog | None = None, progress=True):
+    def __init__(self, args, setup: Setup, run_dir=None, log: runs.RunLog | None = None, progress=True,
+                 records: Records = Records()):
         self.args, self.setup, self.run_dir, self.log, self.progress = args, setup, run_dir, log, progress
+        self.records = records
 
     def train(self, position: Position) -> tuple:
         """Train until --epochs, an early stop or a stop signal; returns the best {value, epoch} and
@@ -222,7 +265,7 @@ class Trainer:
         position.unfinished, position.batch = unfinished, unfinished.batch if unfinished else 0
         if unfinished:
             position.generator_state = generator.get_state()
-            if self.log:
+            if self.log and self.records.last:
                 save_last(self.run_dir, self.setup, position)
             return None
         return {**row, **run.criterion.epoch_log()}
@@ -238,14 +281,17 @@ class Trainer:
         return {"epoch": epoch + 1, **metrics.epoch_metrics(labels, logits), "lr": lr}
 
     def record_epoch(self, position: Position, train_row, valid_row, improved):
-        """Logs, the best checkpoint when it improved, last.pth and curves.svg, after an epoch."""
+        """Logs and the best checkpoint when it improved, after an epoch; last.pth and curves.svg
+        as `records` says."""
         self.log.log("train", train_row)
         self.log.log("valid", valid_row)
         if improved:
             runs.save_best(self.run_dir, Checkpoint(self.setup.record, self.setup.engine.model.state_dict(),
                                                     position.best["epoch"], value=position.best["value"]))
-        save_last(self.run_dir, self.setup, position)
-        plots.training_curves(*self.log.frames(), self.run_dir / "curves.svg", monitor=self.args.monitor)
+        if self.records.last:
+            save_last(self.run_dir, self.setup, position)
+        if self.records.curves:
+            plots.training_curves(*self.log.frames(), self.run_dir / "curves.svg", monitor=self.args.monitor)
 
 
 def summary_line(train_row, valid_row, epochs, seconds, improved) -> str:

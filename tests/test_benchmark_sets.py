@@ -210,3 +210,62 @@ def test_bad_torchvision_options_are_one_error_line(roots, run, monkeypatch, arg
     code, _, err = run("0_data_split", *argv, "--data-root", roots.data)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert list(roots.data.iterdir()) == []
+
+
+# ---------------------------------------------------------------- 3_run.sh cifar10-lt
+
+def plan_variable(name) -> str:
+    """A variable's default in 3_run.sh: NAME=${NAME:-"value"}."""
+    from conftest import REPO
+    line = next(line for line in (REPO / "3_run.sh").read_text().splitlines() if line.startswith(f"{name}="))
+    return line.split(":-", 1)[1].rstrip("}").strip('"')
+
+
+def reference_lr(epoch: int) -> float:
+    """kaidic/LDAM-DRW cifar_train.py:366-378, adjust_learning_rate over lr 0.1, `epoch` 0-based."""
+    epoch = epoch + 1
+    if epoch <= 5:
+        return 0.1 * epoch / 5
+    if epoch > 180:
+        return 0.1 * 0.0001
+    if epoch > 160:
+        return 0.1 * 0.01
+    return 0.1
+
+
+def test_the_cifar10_lt_plan_is_ldam_drw_s_schedule():
+    from toolkit import engine, plan
+    schedule, drw = plan_variable("LT_SCHEDULE").split(), plan_variable("LT_DRW")
+    args = plan.parse_args(["--model_index", "42", "--dataset", "cifar10-lt", "--objective", "LDAM", "--drw", drw,
+                            *schedule])
+    # cifar_train.py:43-56: 200 epochs, batch 128, lr 0.1, weight decay 2e-4; SGD momentum 0.9 (:116-118)
+    assert (args.epochs, args.batchsize, args.lr, args.weight_decay, args.momentum) == (200, 128, 0.1, 2e-4, 0.9)
+    assert (args.ldam_max_m, args.ldam_s, args.cb_beta) == (0.5, 30.0, 0.9999)  # :213 and the DRW betas (:202)
+    # DRW from the reference's 0-based epoch 160 (epoch // 160 == 1): the 161st epoch, counted from 1
+    assert args.drw == 161 and [e for e in range(200) if e // 160 == 1][0] + 1 == args.drw
+    factor = engine.lr_schedule(args.lrstep, args.lrstepgamma, plan.WARMUP_EPOCHS if args.warmup else 0)
+    # after the warm-up, each epoch's rate is the reference's (mid-epoch, the rate of every step)
+    assert all(abs(args.lr * factor(e + 0.5) - reference_lr(e)) < 1e-12 for e in range(5, 200))
+    # the warm-up: linear in steps here, reaching at the end of epoch k the rate the reference holds in it
+    assert all(abs(args.lr * factor(k) - reference_lr(k - 1)) < 1e-12 for k in (1, 2, 3, 4, 5))
+
+
+def test_the_cifar10_lt_plan_runs_three_seeds_of_three_recipes_then_the_report(tmp_path):
+    import os
+    import subprocess
+    from conftest import REPO
+    shim = tmp_path / "bin" / "python"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "commands"}\n')
+    shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim.parent}:{os.environ['PATH']}", "CIFAR_ROOT": "/data/cifar"}
+    subprocess.run(["bash", str(REPO / "3_run.sh"), "cifar10-lt"], env=env, check=True)
+    commands = (tmp_path / "commands").read_text().splitlines()
+    assert commands[0] == "0_data_split.py --from-torchvision CIFAR10 --root /data/cifar --dataset cifar10-lt " \
+                          "--long-tail 100 --overwrite"
+    trainings = [c for c in commands if c.startswith("1_train.py")]
+    recipes = [(c.split("--objective=")[1].split()[0], "--drw 161" in c, c.split("--seed ")[1]) for c in trainings]
+    assert recipes == [(o, o == "LDAM", s) for s in "012" for o in ("ERM", "LA", "LDAM")]
+    assert all(plan_variable("LT_SCHEDULE") in c and "--model_index=42" in c for c in trainings)
+    assert [c.split("--objective=")[1] for c in commands if c.startswith("2_test.py")] == ["ERM", "LA", "LDAM-DRW"] * 3
+    assert commands[-1] == "4_report.py logs/ResNet32/cifar10-lt --baseline ERM" and len(commands) == 20

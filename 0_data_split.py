@@ -64,7 +64,8 @@ def add_torchvision_options(p):
                         f"validation is carved from its training set (--ratio TRAIN VALID 0; default 0.9 0.1 0); "
                         f"written as a_datasets/<--dataset>/")
     p.add_argument("--root", type=Path, metavar="DIR",
-                   help="--from-torchvision: the folder given to torchvision as root= (it holds e.g. cifar-10-batches-py/)")
+                   help="--from-torchvision: the folder given to torchvision as root= "
+                        "(it holds e.g. cifar-10-batches-py/)")
 
 
 TORCHVISION_VALID_SHARE = 0.1

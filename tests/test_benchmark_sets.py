@@ -32,6 +32,10 @@ def labelled_pixels(counts, shape, seed):
     return labels, np.random.default_rng(seed + 1).integers(0, 256, size=(len(labels), *shape), dtype=np.uint8)
 
 
+def two_parts(train_counts, test_counts, shape):
+    return {"train": labelled_pixels(train_counts, shape, 0), "test": labelled_pixels(test_counts, shape, 2)}
+
+
 def write_pickle(path, value):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(value))
@@ -40,7 +44,7 @@ def write_pickle(path, value):
 def cifar(root, name, train_counts, test_counts, names=None):
     """CIFAR-10 (5 batches, batches.meta) or CIFAR-100 (train, test, meta): rows of 3072 bytes, the
     red plane, then green, then blue, each 32 x 32 row-major. Returns {part: (labels, HWC images)}."""
-    parts = {"train": labelled_pixels(train_counts, (32, 32, 3), 0), "test": labelled_pixels(test_counts, (32, 32, 3), 2)}
+    parts = two_parts(train_counts, test_counts, (32, 32, 3))
     rows = {part: images.transpose(0, 3, 1, 2).reshape(len(images), 3072) for part, (_, images) in parts.items()}
     if name == "CIFAR10":
         folder, key = root / "cifar-10-batches-py", "labels"
@@ -53,10 +57,12 @@ def cifar(root, name, train_counts, test_counts, names=None):
         write_pickle(folder / "meta", {"fine_label_names": names, "coarse_label_names": ["all"]})
     for file, (part, rows_of) in batches.items():
         labels = parts[part][0][rows_of]
-        write_pickle(folder / file, {"data": rows[part][rows_of], key: labels.tolist(), "coarse_labels": [0] * len(labels)})
+        write_pickle(folder / file, {"data": rows[part][rows_of], key: labels.tolist(),
+                                     "coarse_labels": [0] * len(labels)})
     # the training images in torchvision's order: batch 1's, then batch 2's, ...
-    order = np.concatenate([np.arange(len(parts["train"][0]))[batches[f][1]] for f in batches if f.startswith("data")]) \
-        if name == "CIFAR10" else np.arange(len(parts["train"][0]))
+    everyone = np.arange(len(parts["train"][0]))
+    order = np.concatenate([everyone[rows_of] for file, (_, rows_of) in batches.items() if file.startswith("data")]) \
+        if name == "CIFAR10" else everyone
     parts["train"] = (parts["train"][0][order], parts["train"][1][order])
     return parts
 
@@ -70,7 +76,7 @@ def write_idx(path, array):
 
 def mnist(root, name, train_counts, test_counts):
     """MNIST, FashionMNIST, KMNIST: IDX files (big-endian header, then bytes) in ROOT/NAME/raw/."""
-    parts = {"train": labelled_pixels(train_counts, (28, 28), 0), "test": labelled_pixels(test_counts, (28, 28), 2)}
+    parts = two_parts(train_counts, test_counts, (28, 28))
     for part, prefix in (("train", "train"), ("test", "t10k")):
         labels, images = parts[part]
         write_idx(root / name / "raw" / f"{prefix}-images-idx3-ubyte", images)
@@ -81,7 +87,7 @@ def mnist(root, name, train_counts, test_counts):
 def svhn(root, name, train_counts, test_counts):
     """SVHN: X of shape (32, 32, 3, N), y of shape (N, 1), the digit 0 labelled 10."""
     from scipy.io import savemat
-    parts = {"train": labelled_pixels(train_counts, (32, 32, 3), 0), "test": labelled_pixels(test_counts, (32, 32, 3), 2)}
+    parts = two_parts(train_counts, test_counts, (32, 32, 3))
     for part, (labels, images) in parts.items():
         savemat(root / f"{part}_32x32.mat", {"X": images.transpose(1, 2, 3, 0),
                                             "y": np.where(labels == 0, 10, labels).reshape(-1, 1)})
@@ -162,7 +168,7 @@ def test_a_user_s_altered_file_fails_the_published_checksum(roots, run):
     code, _, err = convert(run, roots, "CIFAR10")
     assert code == 2 and err.count("\n") == 1
     assert "data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch, batches.meta in " in err
-    assert "do(es) not match the published MD5 checksum" in err
+    assert "do not match the published MD5 checksum" in err
     assert list(roots.data.iterdir()) == []
 
 

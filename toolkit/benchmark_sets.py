@@ -44,7 +44,8 @@ def expected_files(cls, root: Path) -> list:
     root = Path(root)
     if hasattr(cls, "train_list"):
         folder = root / cls.base_folder
-        return [(folder / n, md5) for n, md5 in [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]]
+        listed = [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]
+        return [(folder / name, md5) for name, md5 in listed]
     if hasattr(cls, "resources"):  # MNIST and its kin keep the unpacked files in ROOT/NAME/raw/
         return [(root / cls.__name__ / "raw" / os.path.splitext(os.path.basename(url))[0], None)
                 for url, _ in cls.resources]
@@ -63,8 +64,9 @@ def diagnose(cls, root: Path, error: Exception) -> UserError:
                          f"files there, unpacked, or point --root at the folder above them")
     corrupt = [p.name for p, md5 in expected if md5 and not check_integrity(str(p), md5)]
     if corrupt:
-        return UserError(f"--from-torchvision {cls.__name__}: {', '.join(corrupt)} in {folder}/ do(es) not match the "
-                         f"published MD5 checksum (a partial or altered download); download it again")
+        verb = "does" if len(corrupt) == 1 else "do"
+        return UserError(f"--from-torchvision {cls.__name__}: {', '.join(corrupt)} in {folder}/ {verb} not match the "
+                         f"published MD5 checksum (a partial or altered download); download again")
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     return UserError(f"--from-torchvision {cls.__name__}: torchvision cannot read the files in {folder}/ ({reason}); "
                      f"is one truncated? download it again")
@@ -98,25 +100,25 @@ def folder_names(part, labels) -> list:
     return names
 
 
-def assign(parts, valid_share: float, ratio, n_max, order_file, seed: int) -> tuple:
+def assign(parts, valid_share: float, imbalance, n_max, order_file, seed: int) -> tuple:
     """Rows ((part, index), class, split) and, with --long-tail R, the profile table and where its
     class order came from (else None, None). Classes without training images are left out."""
     train_labels, test_labels = labels_of(parts[0]), labels_of(parts[1])
     names = folder_names(parts[0], np.concatenate([train_labels, test_labels]))
     classes = {names[label]: [("train", int(i)) for i in np.flatnonzero(train_labels == label)]
                for label in range(len(names)) if (train_labels == label).any()}
-    if ratio is None:
+    if imbalance is None:
         rows, _ = splitting.assign(classes, (1 - valid_share, valid_share, 0.0), seed)
     else:
         order = long_tail.read_class_order(order_file, list(classes)) if order_file else list(classes)
         smallest = min(map(len, classes.values()))
-        held_out = {"valid": splitting.split_counts(smallest, (1 - valid_share, valid_share, 0.0))[1]}
-        rows, counts = long_tail.assign({name: classes[name] for name in order}, held_out, ratio, n_max, seed)
+        held_out = long_tail.held_out_sizes(smallest, (1 - valid_share, valid_share, 0.0))
+        rows, counts = long_tail.assign({name: classes[name] for name in order}, held_out, imbalance, n_max, seed)
     kept = {name for _, name, _ in rows}
     rows += [(("test", int(i)), names[label], "test") for i, label in enumerate(test_labels) if names[label] in kept]
-    if ratio is None:
+    if imbalance is None:
         return rows, None, None
-    return (rows, long_tail.profile_table(rows, counts, ratio),
+    return (rows, long_tail.profile_table(rows, counts, imbalance),
             f"order of {order_file}" if order_file else "folder order, torchvision's label order")
 
 

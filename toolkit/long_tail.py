@@ -21,18 +21,18 @@ from toolkit.splitting import class_seed, split_counts
 PROFILE_FILE = "long_tail.csv"  # beside split.csv: the profile, one row per class in profile order
 
 
-def profile(num_classes: int, n_max: int, ratio: float) -> list:
+def profile(num_classes: int, n_max: int, imbalance: float) -> list:
     """Training images per class, in profile order: int(n_max * (1/R)^(c / (C - 1))), as
     imbalance_cifar.py:22-23 writes it (imb_factor = 1/R, the exponent's divisor a float)."""
-    imb_factor = 1.0 / ratio
+    imb_factor = 1.0 / imbalance
     return [int(n_max * imb_factor ** (c / (num_classes - 1.0))) for c in range(num_classes)]
 
 
-def largest_n_max(pools: list, ratio: float) -> int:
+def largest_n_max(pools: list, imbalance: float) -> int:
     """The largest n_max whose profile fits every class's pool (pools in profile order); each
     count int(n_max * f) grows with n_max, so a bisection over 1 ... pools[0] finds it."""
     def fits(n_max):
-        return all(need <= have for need, have in zip(profile(len(pools), n_max, ratio), pools))
+        return all(need <= have for need, have in zip(profile(len(pools), n_max, imbalance), pools))
     low, high = 0, pools[0]
     while low < high:
         middle = (low + high + 1) // 2
@@ -59,39 +59,40 @@ def read_class_order(path: Path, classes) -> list:
     return names
 
 
-def plan(pools: dict, ratio: float, n_max=None) -> dict:
+def training_counts(pools: dict, imbalance: float, n_max=None) -> dict:
     """class -> training images, for pools (class -> images left after the held-out ones) in
     profile order; n_max given or the largest the pools allow."""
     names, sizes = list(pools), [len(p) for p in pools.values()]
     if len(names) < 2:
         raise UserError(f"--long-tail needs at least 2 classes, found {len(names)}")
-    best = largest_n_max(sizes, ratio)
-    if profile(len(names), best, ratio)[-1] < 1:
-        raise UserError(f"--long-tail {ratio:g}: beside their held-out images the classes allow n_max {best} at "
+    best = largest_n_max(sizes, imbalance)
+    if profile(len(names), best, imbalance)[-1] < 1:
+        raise UserError(f"--long-tail {imbalance:g}: beside their held-out images the classes allow n_max {best} at "
                         f"most, which leaves the last class '{names[-1]}' no training image (that needs n_max >= "
-                        f"{ratio:g}); lower --long-tail, or give the classes more images")
+                        f"{imbalance:g}); lower --long-tail, or give the classes more images")
     n_max = best if n_max is None else n_max
-    counts = profile(len(names), n_max, ratio)
+    counts = profile(len(names), n_max, imbalance)
     short = [(name, need, have) for name, need, have in zip(names, counts, sizes) if need > have]
     if short:
         name, need, have = short[0]
-        raise UserError(f"--long-tail {ratio:g} --n-max {n_max}: class '{name}' (rank {names.index(name)}) needs "
+        raise UserError(f"--long-tail {imbalance:g} --n-max {n_max}: class '{name}' (rank {names.index(name)}) needs "
                         f"{need} training images and has {have} beside its held-out ones; use --n-max {best} or less")
     if counts[-1] < 1:
-        raise UserError(f"--long-tail {ratio:g} --n-max {n_max} leaves the last class '{names[-1]}' no training "
-                        f"image (int({n_max} / {ratio:g}) = 0); raise --n-max to at least {ratio:g} (at most {best} fits)")
+        raise UserError(f"--long-tail {imbalance:g} --n-max {n_max} leaves the last class '{names[-1]}' no training "
+                        f"image (int({n_max} / {imbalance:g}) = 0); raise --n-max to at least {imbalance:g} "
+                        f"(at most {best} fits)")
     return dict(zip(names, counts))
 
 
-def assign(classes: dict, held_out: dict, ratio: float, n_max, seed: int) -> tuple:
+def assign(classes: dict, held_out: dict, imbalance: float, n_max, seed: int) -> tuple:
     """Rows (item, class, split) of a long-tailed split: in each class (shuffled by the seed and its
     name), the first held_out[split] items go to each held-out split (the same in every class),
     then the profile's count to train; the rest are left out. `classes` in profile order.
-    Returns (rows, the profile: class -> training count, n_max)."""
+    Returns (rows, the profile: class -> training count)."""
     needed = sum(held_out.values())
     orders = {name: np.random.default_rng(class_seed(seed, name)).permutation(len(items))
               for name, items in classes.items()}
-    counts = plan({name: orders[name][needed:] for name in classes}, ratio, n_max)
+    counts = training_counts({name: orders[name][needed:] for name in classes}, imbalance, n_max)
     rows = []
     for name, items in classes.items():
         bounds = np.cumsum([0, *held_out.values(), counts[name]])
@@ -101,34 +102,33 @@ def assign(classes: dict, held_out: dict, ratio: float, n_max, seed: int) -> tup
 
 
 def held_out_sizes(smallest: int, ratios) -> dict:
-    """Valid and test images per class: --ratio's shares of the smallest class, at least one each
-    share > 0 (as splitting.split_counts gives them), the same in every class."""
+    """Valid and test images per class (the splits with a share > 0): --ratio's shares of the
+    smallest class, at least one each (as splitting.split_counts gives them), the same in every class."""
     _, valid, test = split_counts(smallest, ratios)
-    return {"valid": valid, "test": test}
+    return {split: count for split, count in (("valid", valid), ("test", test)) if count}
 
 
-def profile_table(rows, counts: dict, ratio: float) -> pd.DataFrame:
+def profile_table(rows, counts: dict, imbalance: float) -> pd.DataFrame:
     """The written profile, one row per class in profile order: rank, class, its images in train,
     valid and test (counted from the rows), and the imbalance and n_max the profile came from."""
     split_of = pd.crosstab(pd.Series([name for _, name, _ in rows]), pd.Series([split for _, _, split in rows]))
     split_of = split_of.reindex(index=list(counts), columns=["train", "valid", "test"]).fillna(0).astype(int)
     n_max = next(iter(counts.values()))
     return pd.DataFrame({"rank": range(len(counts)), "class": list(counts), **{s: split_of[s].to_numpy() for s in
-                         split_of}, "imbalance": ratio, "n_max": n_max})
+                         split_of}, "imbalance": imbalance, "n_max": n_max})
 
 
-def split_folder(classes: dict, ratios, ratio: float, n_max, order_file, seed: int) -> tuple:
+def split_folder(classes: dict, ratios, imbalance: float, n_max, order_file, seed: int) -> tuple:
     """A source folder's long-tailed split: (rows, profile table, where the class order came from).
     Valid and test: --ratio's shares of the smallest class, in every class."""
     order = read_class_order(order_file, list(classes)) if order_file else list(classes)
     held_out = held_out_sizes(min(len(paths) for paths in classes.values()), ratios)
-    held_out = {split: count for split, count in held_out.items() if count}
-    rows, counts = assign({name: classes[name] for name in order}, held_out, ratio, n_max, seed)
-    return rows, profile_table(rows, counts, ratio), (f"order of {order_file}" if order_file else "folder order")
+    rows, counts = assign({name: classes[name] for name in order}, held_out, imbalance, n_max, seed)
+    return rows, profile_table(rows, counts, imbalance), (f"order of {order_file}" if order_file else "folder order")
 
 
 def describe(table: pd.DataFrame, order_source: str) -> str:
-    ratio, n_max, classes = table["imbalance"].iloc[0], table["n_max"].iloc[0], len(table)
-    return (f"long tail: n_c = int({n_max} * {ratio:g}^(-c / {classes - 1})) training images for the class of "
-            f"rank c ({order_source}); valid and test balanced; profile in {PROFILE_FILE}\n"
+    imbalance, n_max, classes = table["imbalance"].iloc[0], table["n_max"].iloc[0], len(table)
+    return (f"long tail: n_c = int({n_max} * {imbalance:g}^(-c / {classes - 1})) training images for the class of "
+            f"rank c ({order_source}); the profile is in {PROFILE_FILE}\n"
             + table[["rank", "class", "train", "valid", "test"]].to_string(index=False))

@@ -2,11 +2,13 @@
 
     python 0_data_split.py --dataset=skin            # stratified 0.7 / 0.15 / 0.15, seed 0
     python 0_data_split.py --demo                    # render and split the embedded digits-lt
+    python 0_data_split.py --dataset=skin --long-tail 100   # CIFAR-LT protocol: long-tailed train, balanced valid/test
+    python 0_data_split.py --from-torchvision CIFAR10 --root ~/data --dataset cifar10-lt --long-tail 100
 """
 import sys
 from pathlib import Path
 
-from toolkit import arguments, cli, demo_data, splitting
+from toolkit import arguments, benchmark_sets, cli, demo_data, long_tail, splitting
 
 
 def parse_args(argv=None):
@@ -22,7 +24,11 @@ def parse_args(argv=None):
     p.add_argument("--source-root", type=Path, default=cli.SOURCE_ROOT,
                    help="folder holding the original datasets (default: c_original_dataset/)")
     arguments.add_roots(p, logs=False)
+    add_long_tail_options(p)
+    add_torchvision_options(p)
     args = p.parse_args(argv)
+    check_long_tail_options(args)
+    check_torchvision_options(args, "ratio" in cli.given_options(p, argv))
     if args.demo == bool(args.dataset):
         raise cli.UserError("give either --dataset=NAME (a folder in c_original_dataset/) or --demo")
     train, valid, test = args.ratio
@@ -32,14 +38,97 @@ def parse_args(argv=None):
     return args
 
 
+def add_long_tail_options(p):
+    p.add_argument("--long-tail", type=cli.checked(cli.number, lambda r: r >= 1, "at least 1"), metavar="R",
+                   help="long-tailed training split (the CIFAR-LT protocol of Cao et al. 2019): the class of rank c "
+                        "keeps int(n_max * R^(-c / (C - 1))) training images; valid and test stay balanced, each "
+                        "class holding --ratio's VALID and TEST shares of the smallest class; e.g. 100")
+    p.add_argument("--n-max", type=cli.positive_int, metavar="N",
+                   help="--long-tail: training images of the first class (default: the largest every class can give)")
+    p.add_argument("--class-order", type=Path, metavar="FILE",
+                   help="--long-tail: a text file of class names, one a line, the first to get n_max "
+                        "(default: folder order)")
+
+
+def check_long_tail_options(args):
+    tuning = [flag for flag, value in (("--n-max", args.n_max), ("--class-order", args.class_order)) if value]
+    if tuning and args.long_tail is None:
+        raise cli.UserError(f"{' and '.join(tuning)} {'tunes' if len(tuning) == 1 else 'tune'} the profile of "
+                            f"--long-tail; add --long-tail R")
+
+
+def add_torchvision_options(p):
+    p.add_argument("--from-torchvision", metavar="NAME", choices=benchmark_sets.PARTS,
+                   help=f"split a benchmark already on disk in its published format, read by torchvision.datasets.NAME "
+                        f"(never downloaded): {', '.join(benchmark_sets.PARTS)}; its test set is the test split, "
+                        f"validation is carved from its training set (--ratio TRAIN VALID 0; default 0.9 0.1 0); "
+                        f"written as a_datasets/<--dataset>/")
+    p.add_argument("--root", type=Path, metavar="DIR",
+                   help="--from-torchvision: the folder given to torchvision as root= "
+                        "(it holds e.g. cifar-10-batches-py/)")
+
+
+TORCHVISION_VALID_SHARE = 0.1
+
+
+def check_torchvision_options(args, ratio_given: bool):
+    if args.from_torchvision is None:
+        if args.root is not None:
+            raise cli.UserError("--root is the folder of --from-torchvision NAME; add --from-torchvision NAME")
+        return
+    name = args.from_torchvision
+    if args.root is None or args.dataset is None or args.demo:
+        raise cli.UserError(f"--from-torchvision {name} needs --root DIR (what torchvision was given as root=) and "
+                            f"--dataset OUT (the folder to write in a_datasets/), and no --demo")
+    if args.link:
+        raise cli.UserError(f"--from-torchvision {name} writes each image as a PNG; there are no image files to "
+                            f"--link, drop it")
+    if ratio_given and args.ratio[2] != 0:
+        raise cli.UserError(f"--ratio {' '.join(f'{r:g}' for r in args.ratio)}: with --from-torchvision the test split "
+                            f"is {name}'s published test set; give --ratio TRAIN VALID 0")
+    args.valid_share = args.ratio[1] / sum(args.ratio[:2]) if ratio_given else TORCHVISION_VALID_SHARE
+
+
+def split_torchvision(args):
+    target = args.data_root / args.dataset
+    parts = benchmark_sets.open_parts(args.from_torchvision, args.root)
+    rows, profile, order = benchmark_sets.assign(parts, args.valid_share, args.long_tail, args.n_max,
+                                                 args.class_order, args.seed)
+    side_files = {long_tail.PROFILE_FILE: profile} if profile is not None else {}
+    benchmark_sets.write_split(rows, parts, target, args.overwrite, side_files)
+    if profile is not None:
+        print(long_tail.describe(profile, order))
+    else:
+        print(splitting.count_table(rows, list(dict.fromkeys(name for _, name, _ in rows))).to_string())
+    left_out = sum(map(len, parts)) - len(rows)
+    print(f"{args.from_torchvision} from {args.root}: {len(rows)} images -> {target}  (test: the published test set; "
+          f"{left_out} image(s) left out)")
+    return 0
+
+
+def split_long_tailed(args, classes, source, target):
+    rows, profile, order = long_tail.split_folder(classes, args.ratio, args.long_tail, args.n_max, args.class_order,
+                                                  args.seed)
+    splitting.write_split(rows, source, target, args.link, args.overwrite, {long_tail.PROFILE_FILE: profile})
+    print(long_tail.describe(profile, order))
+    left_out = sum(map(len, classes.values())) - len(rows)
+    print(f"{len(rows)} images, {len(profile)} classes -> {target}  (imbalance ratio, largest / smallest training "
+          f"class: {splitting.imbalance_ratio(profile['train']):.1f}; {left_out} image(s) left out by the profile)")
+    return 0
+
+
 def split(argv=None):
     args = parse_args(argv)
+    if args.from_torchvision:
+        return split_torchvision(args)
     if args.demo:
         args.dataset = demo_data.NAME
         demo_data.write_demo(args.source_root)
     source = args.source_root / args.dataset
     target = args.data_root / args.dataset
     classes = splitting.source_classes(source)
+    if args.long_tail is not None:
+        return split_long_tailed(args, classes, source, target)
     rows, too_small = splitting.assign(classes, args.ratio, args.seed)
     if not rows:
         raise cli.UserError(f"no class of {source} has enough images to split (each needs one per split)")

@@ -8,6 +8,10 @@
 #                            against ERM: intervals over seeds, paired differences, report.html
 #                            (33 runs, ~25-45 min on 2 CPU cores, one run at a time; runs already in
 #                            logs/ResNet32/digits-lt join their recipes: start from an empty folder)
+#       cifar10-lt           CIFAR-10-LT (imbalance 100) from your CIFAR-10 files at CIFAR_ROOT, the LDAM-DRW paper's
+#                            schedule: ERM, LA, LDAM-DRW x seeds 0 1 2, then the recipes report (9 runs of 200
+#                            epochs: a GPU's work; see docs/benchmarks.md). LT_SCHEDULE and LT_DRW, set in the
+#                            environment, replace the schedule, e.g. to check the plan on a tiny stand-in.
 #
 # Each plan stops at the first command that fails.
 set -euo pipefail
@@ -17,6 +21,15 @@ DATASET=digits-lt
 MODEL=42   # ResNet32, see `python get_model.py`
 DEMO_SCHEDULE="--epochs=30 --batchsize=32 --lr=0.05 --lrstep 20 26 --warmup"
 OBJECTIVES="ERM CCE COT FL SPBL GHMC CB LDAM LA ALRP"   # every row of criterion.py's table
+
+# cifar10-lt: where your CIFAR-10 is, the folder given to torchvision as root= (it holds cifar-10-batches-py/)
+CIFAR_ROOT=${CIFAR_ROOT:-$HOME/data}
+LT_DATASET=cifar10-lt
+# kaidic/LDAM-DRW cifar_train.py:43-56 (200 epochs, batch 128, lr 0.1, weight decay 2e-4) and :366-378 (5 warm-up
+# epochs; the rate x0.01 after epoch 160 and x0.0001 after 180); DRW from its 0-based epoch 160 (:199-206), which
+# is --drw 161 here (counted from 1)
+LT_SCHEDULE=${LT_SCHEDULE:-"--epochs=200 --batchsize=128 --lr=0.1 --warmup --lrstep 160 180 --lrstepgamma 0.01 --weight-decay 2e-4"}
+LT_DRW=${LT_DRW:-161}
 
 demo() {
     python 0_data_split.py --demo --overwrite
@@ -53,10 +66,26 @@ compare() {
     python 4_report.py logs/ResNet32/$DATASET --baseline ERM
 }
 
+cifar10_lt() {
+    # the training set long-tailed (5000 -> 50 in the paper; here 4500 -> 45, as 500 images a class are
+    # validation), validation balanced, CIFAR-10's test set whole
+    python 0_data_split.py --from-torchvision CIFAR10 --root "$CIFAR_ROOT" --dataset $LT_DATASET --long-tail 100 --overwrite
+    for seed in 0 1 2; do
+        for objective in ERM LA; do
+            python 1_train.py --dataset=$LT_DATASET --model_index=$MODEL --objective=$objective $LT_SCHEDULE --seed $seed
+            python 2_test.py --dataset=$LT_DATASET --model_index=$MODEL --objective=$objective
+        done
+        python 1_train.py --dataset=$LT_DATASET --model_index=$MODEL --objective=LDAM --drw $LT_DRW $LT_SCHEDULE --seed $seed
+        python 2_test.py --dataset=$LT_DATASET --model_index=$MODEL --objective=LDAM-DRW
+    done
+    python 4_report.py logs/ResNet32/$LT_DATASET --baseline ERM
+}
+
 plan=${1:-demo}
 case "$plan" in
     demo) demo ;;
     objectives) objectives ;;
     compare) compare ;;
-    *) echo "error: unknown plan '$plan'; plans in 3_run.sh: demo, objectives, compare" >&2; exit 2 ;;
+    cifar10-lt) cifar10_lt ;;
+    *) echo "error: unknown plan '$plan'; plans in 3_run.sh: demo, objectives, compare, cifar10-lt" >&2; exit 2 ;;
 esac

@@ -15,7 +15,7 @@ from toolkit.cli import UserError
 from toolkit.data import SPLITS
 from toolkit.images import class_folders, images_in, is_image, warn_skipped
 
-SPLIT_OUTPUTS = (*SPLITS, "split.csv", ".cache")
+SPLIT_OUTPUTS = (*SPLITS, "split.csv", "long_tail.csv", ".cache")  # long_tail.csv: toolkit/long_tail.py
 
 
 def source_classes(source: Path) -> dict:
@@ -66,8 +66,9 @@ def assign(classes: dict, ratios, seed: int) -> tuple:
     return rows, too_small
 
 
-def write_split(rows, source: Path, target: Path, link: bool, overwrite: bool):
-    """Copy (or symlink) every assigned image to target/<split>/<class>/, replacing it atomically."""
+def write_split(rows, source: Path, target: Path, link: bool, overwrite: bool, side_files=None):
+    """Copy (or symlink) every assigned image to target/<split>/<class>/, replacing it atomically;
+    side_files (file name -> DataFrame, e.g. the long-tail profile) are written beside split.csv."""
     existing = [target / name for name in SPLIT_OUTPUTS if (target / name).exists()]
     if existing and not overwrite:
         raise UserError(f"{target} already holds a split; pass --overwrite to replace it")
@@ -82,6 +83,8 @@ def write_split(rows, source: Path, target: Path, link: bool, overwrite: bool):
         table = pd.DataFrame([(str(p.relative_to(source)), n, s) for p, n, s in rows],
                              columns=["path", "class", "split"])
         table.to_csv(staging / "split.csv", index=False)
+        for name, frame in (side_files or {}).items():
+            frame.to_csv(staging / name, index=False)
 
 
 def count_table(rows, class_order) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from toolkit import arguments, benchmark_sets, cli, demo_data, long_tail, splitt
 
 def parse_args(argv=None):
     p = cli.ArgumentParser(prog="0_data_split.py", description="Stratified, seeded train/valid/test split.")
-    p.add_argument("--dataset", help="folder name in c_original_dataset/")
+    arguments.add_dataset(p, where="c_original_dataset/")
     p.add_argument("--demo", action="store_true",
                    help=f"render scikit-learn's digits as the long-tailed '{demo_data.NAME}' dataset and split it")
     p.add_argument("--ratio", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VALID", "TEST"),
@@ -26,6 +26,7 @@ def parse_args(argv=None):
     arguments.add_roots(p, logs=False)
     add_long_tail_options(p)
     add_torchvision_options(p)
+    arguments.add_workers(p, at_least_one=True)
     args = p.parse_args(argv)
     check_long_tail_options(args)
     check_torchvision_options(args, "ratio" in cli.given_options(p, argv))
@@ -106,7 +107,7 @@ def split_torchvision(args):
     return 0
 
 
-def split_long_tailed(args, classes, source, target):
+def split_long_tailed(args, classes, source, target, unreadable):
     rows, profile, order = long_tail.split_folder(classes, args.ratio, args.long_tail, args.n_max, args.class_order,
                                                   args.seed)
     splitting.write_split(rows, source, target, args.link, args.overwrite, {long_tail.PROFILE_FILE: profile})
@@ -114,7 +115,13 @@ def split_long_tailed(args, classes, source, target):
     left_out = sum(map(len, classes.values())) - len(rows)
     print(f"{len(rows)} images, {len(profile)} classes -> {target}  (imbalance ratio, largest / smallest training "
           f"class: {splitting.imbalance_ratio(profile['train']):.1f}; {left_out} image(s) left out by the profile)")
+    report_unreadable(unreadable)
     return 0
+
+
+def report_unreadable(unreadable):
+    for path, why in unreadable:
+        print(f"left out: {path} does not decode ({why}); replace it and split again to use it")
 
 
 def split(argv=None):
@@ -126,9 +133,9 @@ def split(argv=None):
         demo_data.write_demo(args.source_root)
     source = args.source_root / args.dataset
     target = args.data_root / args.dataset
-    classes = splitting.source_classes(source)
+    classes, unreadable = splitting.readable_only(splitting.source_classes(source), args.workers)
     if args.long_tail is not None:
-        return split_long_tailed(args, classes, source, target)
+        return split_long_tailed(args, classes, source, target, unreadable)
     rows, too_small = splitting.assign(classes, args.ratio, args.seed)
     if not rows:
         raise cli.UserError(f"no class of {source} has enough images to split (each needs one per split)")
@@ -139,7 +146,8 @@ def split(argv=None):
     print(f"{len(rows)} images, {len(table)} classes -> {target}  "
           f"(imbalance ratio, largest / smallest training class: {splitting.imbalance_ratio(table['train']):.1f})")
     for name, count in too_small.items():
-        print(f"left out: class '{name}' has {count} image(s); it needs at least one per split")
+        print(f"left out: class '{name}' has {cli.counted(count, 'image')}; it needs at least one per split")
+    report_unreadable(unreadable)
     return 0
 
 

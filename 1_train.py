@@ -18,6 +18,7 @@ from toolkit import cli, engine, files, plan, runs, training
 
 def train(argv=None):
     args = plan.parse_args(argv)
+    engine.use_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.deterministic:
         engine.use_deterministic_algorithms()
@@ -37,7 +38,7 @@ def train_on(args, distributed, device):
 
     if args.dry_run:
         if main_process:
-            print(f"dry run: {len(setup.train)} training and {len(setup.valid)} validation images of "
+            print(f"dry run: {len(setup.train)} training and {cli.counted(len(setup.valid), 'validation image')} of "
                   f"{len(record.class_names)} classes read, {record.model_name} and {args.objective} built; "
                   f"nothing was trained or written")
         return 0
@@ -47,7 +48,7 @@ def train_on(args, distributed, device):
         return training.Trainer(args, setup, progress=False).train(position)[1]
     print(say)
     print(f"device {device}, precision {setup.engine.precision.name}, {len(record.class_names)} classes, "
-          f"{len(setup.train)} training and {len(setup.valid)} validation images"
+          f"{len(setup.train)} training and {cli.counted(len(setup.valid), 'validation image')}"
           + (f"; {distributed.world} processes of {args.batchsize} images a batch" if distributed.active else ""))
     files.write_json(run_dir / "args.json", {**vars(args), "resume": None, **record.as_dict(),
                                              "precision_used": setup.engine.precision.name,
@@ -56,9 +57,11 @@ def train_on(args, distributed, device):
     try:
         with runs.RunLog(run_dir, position.epoch) as log:
             best, exit_code = training.Trainer(args, setup, run_dir, log, progress).train(position)
+    except engine.NonFiniteLoss as e:
+        kept = remove_if_empty(args, run_dir)
+        raise cli.UserError(f"{e}; {kept}; try {non_finite_advice(args, setup.engine.precision.name)}") from None
     except BaseException:
-        if not args.resume and not (run_dir / "last.pth").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)  # a run that never finished an epoch leaves nothing
+        remove_if_empty(args, run_dir)
         raise
     if exit_code:
         print(f"stopped; to continue: python 1_train.py --resume {shown_path(run_dir)}")
@@ -74,13 +77,27 @@ def open_run(args, setup: training.Setup, main_process: bool) -> tuple:
     if args.resume:
         position = training.restore(args.resume, setup)
         if position.epoch >= args.epochs:
-            raise cli.UserError(f"{args.resume} has finished its {position.epoch} epochs; pass a larger --epochs "
+            raise cli.UserError(f"{args.resume} has finished its {cli.counted(position.epoch, 'epoch')}; pass a larger --epochs "
                                 f"to train it further")
         batch = f", batch {position.batch}" if position.batch else ""
         return args.resume, position, f"resuming {args.resume} after epoch {position.epoch}{batch}"
     run_dir = runs.new_run_dir(args.logs_root, setup.record.model_name, args.dataset, plan.recipe_name(args)) \
         if main_process else None
     return run_dir, training.Position(), f"run directory: {run_dir}"
+
+
+def remove_if_empty(args, run_dir: Path) -> str:
+    """A new run that never finished an epoch leaves nothing; says what is left."""
+    if args.resume or (run_dir / "last.pth").exists():
+        return f"{shown_path(run_dir)} keeps the checkpoints of the last good epoch"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return f"no epoch finished, so {shown_path(run_dir)} was removed"
+
+
+def non_finite_advice(args, precision: str) -> str:
+    advice = ["a lower --lr"] + ([] if args.warmup else ["--warmup"]) + ([] if precision == "fp32" else
+                                                                         ["--precision fp32"])
+    return ", ".join(advice[:-1]) + (" or " if len(advice) > 1 else "") + advice[-1]
 
 
 def shown_path(path: Path) -> str:

@@ -2,43 +2,68 @@
 
     python 2_test.py --dataset=digits-lt --model_index=42 --objective=CCE   # the newest such run
 
-writes test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv and
-reliability.svg into the run directory (into RUN/logit-adjusted/ with --logit-adjust).
+    python 2_test.py --run logs/ResNet32/digits-lt/CCE/2026-11-22-05-28-42            # that run
+
+writes test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv, reliability.svg
+and test_settings.json into the run directory (into RUN/logit-adjusted/ with --logit-adjust).
 acc, bacc and macro_f1 come with a 95% stratified bootstrap interval over the test images
-(--bootstrap N resamples, seeded: a rerun writes the same files).
+(--bootstrap N resamples, seeded: a rerun writes the same files). The run's own test is only
+rewritten by a test set as it was: another --bootstrap, --shot-thresholds or test data is
+written into a folder of its own below it (RUN/bootstrap-0/, RUN/data-1a2b3c4d/, ...).
 """
+import json
 import sys
 import warnings
+from pathlib import Path
 
 import get_model
-from toolkit import arguments, cli, data, files, metrics, plots, runs
+from toolkit import arguments, cli, data, engine, files, metrics, plots, runs
 from toolkit.predictor import Predictor
+
+
+BOOTSTRAP = 1000
+SHOT_THRESHOLDS = [100, 20]
+SETTINGS_FILE = "test_settings.json"
 
 
 def parse_args(argv=None):
     p = cli.ArgumentParser(prog="2_test.py", description="Evaluate a trained run on the test split.")
-    p.add_argument("--model_index", type=int, required=True, help="network, see `python get_model.py`")
-    p.add_argument("--dataset", required=True, help="dataset folder name in a_datasets/")
+    p.add_argument("--run", type=Path, metavar="RUN_DIR",
+                   help="the run directory to test, e.g. logs/ResNet32/digits-lt/ERM/2026-11-22-05-28-42 (instead "
+                        "of --model_index, --dataset, --objective, --datetime)")
+    p.add_argument("--model_index", type=int, help="network, see `python get_model.py`")
+    arguments.add_dataset(p)
     p.add_argument("--objective", default="ERM",
                    help="objective the run was trained with, as its logs folder is named, e.g. LDAM-DRW (default: ERM)")
     p.add_argument("--datetime", help="the run's YYYY-MM-DD-HH-MM-SS (default: the newest run)")
     arguments.add_batchsize(p)
-    p.add_argument("--shot-thresholds", type=cli.positive_int, nargs=2, default=[100, 20], metavar=("MANY", "FEW"),
+    p.add_argument("--shot-thresholds", type=cli.positive_int, nargs=2, default=SHOT_THRESHOLDS,
+                   metavar=("MANY", "FEW"),
                    help="many-shot classes have more than MANY training images, few-shot fewer than FEW "
-                        "(default: 100 20)")
-    p.add_argument("--bootstrap", type=cli.non_negative_int, default=1000, metavar="N",
+                        "(default: 100 20; others write into RUN/shots-MANY-FEW/)")
+    p.add_argument("--bootstrap", type=cli.non_negative_int, default=BOOTSTRAP, metavar="N",
                    help="resamples of the 95%% interval of acc, bacc and macro_f1: a bootstrap over the test "
-                        "images, stratified by class and seeded (default: 1000; 0: no intervals)")
+                        "images, stratified by class and seeded (default: 1000; 0: no intervals; other than "
+                        "1000: writes into RUN/bootstrap-N/)")
     p.add_argument("--logit-adjust", type=tau_or_auto, metavar="TAU|auto",
                    help="post-hoc logit adjustment: logits - TAU * log(training prior) before every metric; "
                         "auto: the TAU of 0, 0.1, ..., 2 with the best valid bacc (the test split is not used "
                         "to choose it); writes into RUN/logit-adjusted/ (default: off)")
     arguments.add_device(p)
+    arguments.add_threads(p)
     arguments.add_workers(p)
     arguments.add_cache(p)
     arguments.add_progress(p)
-    arguments.add_roots(p)
+    p.add_argument("--data-root", type=Path,
+                   help="folder holding the run's dataset (default: the one it was trained from)")
+    arguments.add_roots(p, data=False)
     args = p.parse_args(argv)
+    given = cli.given_options(p, argv)
+    if args.run is not None and given & {"model_index", "dataset", "objective", "datetime"}:
+        raise cli.UserError("--run names the run itself; leave out --model_index, --dataset, --objective and --datetime")
+    if args.run is None and (args.model_index is None or args.dataset is None):
+        raise cli.UserError("name the run: --run RUN_DIR, or --model_index and --dataset (with --objective and "
+                            "--datetime to pick one)")
     many, few = args.shot_thresholds
     if few > many:
         raise cli.UserError(f"--shot-thresholds {many} {few}: the first (many-shot) must be >= the second (few-shot)")
@@ -51,46 +76,87 @@ def tau_or_auto(text: str):
 
 def test(argv=None):
     args = parse_args(argv)
-    run_dir = runs.find_run(args.logs_root, get_model.model_name(args.model_index), args.dataset,
-                            args.objective, args.datetime)
+    engine.use_threads(args.threads)
+    run_dir = args.run or runs.find_run(args.logs_root, get_model.model_name(args.model_index), args.dataset,
+                                        args.objective, args.datetime)
     predictor = Predictor.of_run(run_dir, device=args.device, precision=args.precision)
     record, checkpoint = predictor.record, predictor.path
-    dataset = data.dataset_dir(args.data_root, args.dataset)
+    data_root = args.data_root or Path(runs.read_args(run_dir).get("data_root") or cli.DATA_ROOT)
+    dataset = data.dataset_dir(data_root, record.dataset)
     split = data.scan_split(dataset, data.evaluation_split(dataset), record.class_names)
     labels, logits = predicted(args, predictor, split, desc="test")
+    logits, adjusted, post_hoc = post_hoc_adjusted(args, logits, dataset, predictor, split.name)
 
+    settings = {"checkpoint": checkpoint.name, "split": split.name, "images": len(labels),
+                "data": data.fingerprint(split, record.height, record.width), "data_root": str(data_root),
+                "bootstrap": args.bootstrap, "shot_thresholds": list(args.shot_thresholds), **adjusted}
+    out_dir = output_dir(run_dir / post_hoc, args, settings["data"])
+    scores = write_test(out_dir, settings, labels, logits, split, dataset, record, args)
+
+    print(f"{run_dir}: {checkpoint.name} on the {split.name} split ({cli.counted(len(labels), 'image')})"
+          + (f", logits adjusted with tau {adjusted['tau']:g}" if adjusted else ""))
+    print(f"top-1 accuracy {scores['acc']:.2f}%   top-5 accuracy {scores['top5acc']:.2f}%")
+    print(metrics.format_table(scores))
+    if args.bootstrap:
+        print(f"[95% interval: stratified bootstrap over the {cli.counted(len(labels), 'test image')}, "
+              f"{cli.counted(args.bootstrap, 'resample')}]")
+    print(f"wrote test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv, reliability.svg, "
+          f"{SETTINGS_FILE} into {out_dir}")
+    if out_dir != run_dir / post_hoc:
+        print(f"(a test set otherwise than {run_dir / post_hoc}'s is written beside it; that one is kept)")
+    return 0
+
+
+def post_hoc_adjusted(args, logits, dataset, predictor: Predictor, evaluated: str) -> tuple:
+    """(logits, the columns that say how they were changed, the folder below the run that holds
+    the test): a post-hoc change of the logits is tested into a folder of its own."""
+    if args.logit_adjust is None:
+        return logits, {}, ""
+    tau = args.logit_adjust
+    if tau == "auto":
+        tau = chosen_tau(args, dataset, predictor, evaluated)
+    return metrics.adjust_logits(logits, predictor.record.class_counts, tau), {"tau": tau}, "logit-adjusted"
+
+
+def output_dir(folder: Path, args, data_fingerprint: str) -> Path:
+    """Where this test goes: `folder` (the run's own test) when it is set as the canonical test
+    is, else a folder below it named after what differs; a test of other data than the test
+    already there goes beside it too, so the numbers 4_report.py reads are never silently replaced."""
+    parts = ([f"bootstrap-{args.bootstrap}"] if args.bootstrap != BOOTSTRAP else []) + \
+            ([f"shots-{args.shot_thresholds[0]}-{args.shot_thresholds[1]}"]
+             if list(args.shot_thresholds) != SHOT_THRESHOLDS else [])
+    chosen = folder / "-".join(parts) if parts else folder
+    stored = stored_settings(chosen)
+    if stored is not None and stored.get("data") != data_fingerprint:
+        chosen = folder / "-".join(parts + [f"data-{data_fingerprint[:8]}"])
+    return chosen
+
+
+def stored_settings(folder: Path):
+    try:
+        return json.loads((folder / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_test(out_dir: Path, settings: dict, labels, logits, split, dataset, record, args):
     names, counts = record.class_names, record.class_counts
-    out_dir, adjusted = run_dir, {}
-    if args.logit_adjust is not None:
-        tau = args.logit_adjust
-        if tau == "auto":
-            tau = chosen_tau(args, dataset, predictor, split.name)
-        logits, adjusted = metrics.adjust_logits(logits, counts, tau), {"tau": tau}
-        out_dir = run_dir / "logit-adjusted"
     scores = metrics.test_metrics(labels, logits, counts, tuple(args.shot_thresholds))
     if args.bootstrap:
         scores = metrics.with_intervals(scores, metrics.bootstrap_intervals(labels, logits, args.bootstrap))
-    per_class = metrics.per_class(labels, logits, names, counts)
+    adjusted = {"tau": settings["tau"]} if "tau" in settings else {}
     confusion = metrics.confusion_matrix(labels, logits.argmax(1), len(names))
     relative_paths = [str(p.relative_to(dataset)) for p in split.paths]
     files.write_csv(out_dir / "test_metrics.csv",
-                    [{"split": split.name, "checkpoint": checkpoint.name, **adjusted, **scores}])
-    files.write_csv(out_dir / "per_class.csv", per_class.to_dict("records"))
+                    [{"split": split.name, "checkpoint": settings["checkpoint"], **adjusted, **scores}])
+    files.write_csv(out_dir / "per_class.csv", metrics.per_class(labels, logits, names, counts).to_dict("records"))
     files.write_csv(out_dir / "predictions.csv", metrics.prediction_rows(relative_paths, logits, names, labels))
     files.write_csv(out_dir / "confusion_matrix.csv",
                     [{"true \\ predicted": n, **dict(zip(names, row))} for n, row in zip(names, confusion.tolist())])
     plots.confusion_matrix(confusion, names, out_dir / "confusion_matrix.svg", metrics.head_to_tail_order(counts))
     plots.reliability_diagram(metrics.reliability_bins(labels, logits), scores["ece"], out_dir / "reliability.svg")
-
-    print(f"{run_dir}: {checkpoint.name} on the {split.name} split ({len(labels)} images)"
-          + (f", logits adjusted with tau {adjusted['tau']:g}" if adjusted else ""))
-    print(f"top-1 accuracy {scores['acc']:.2f}%   top-5 accuracy {scores['top5acc']:.2f}%")
-    print(metrics.format_table(scores))
-    if args.bootstrap:
-        print(f"[95% interval: stratified bootstrap over the {len(labels)} test images, {args.bootstrap} resamples]")
-    print(f"wrote test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv, reliability.svg"
-          f" into {out_dir}")
-    return 0
+    files.write_json(out_dir / SETTINGS_FILE, settings)
+    return scores
 
 
 def predicted(args, predictor: Predictor, split, desc: str) -> tuple:

@@ -15,6 +15,10 @@
 #
 # Each plan stops at the first command that fails.
 set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+    sed -n '2,/^# Each plan/s/^# \{0,1\}//p' "$0"   # this header: the plans and what they run
+    exit 0
+fi
 cd "$(dirname "$0")"
 
 DATASET=digits-lt

@@ -4,7 +4,8 @@ recipes (runs that differ only in --seed) with intervals over their seeds.
     python 4_report.py logs/ResNet32/digits-lt                  # default: all of logs/
     python 4_report.py logs/ResNet32/digits-lt --baseline ERM   # each recipe against ERM, seed by seed
 
-writes summary.csv, recipes.csv, report.html, valid_curves.svg and per_class_recall.svg into that folder.
+writes summary.csv, recipes.csv, report.html, valid_curves.svg and per_class_recall.svg into that folder
+(per_class_recall_<dataset>.svg, one per dataset, when the folder holds several).
 """
 import sys
 from pathlib import Path
@@ -84,6 +85,8 @@ def report(argv=None):
     if not complete:
         raise cli.UserError(f"no finished runs below {args.folder}: recipes need runs that trained all their epochs")
     grouped = recipes.group_runs(complete, training_defaults())
+    if args.baseline:  # a --baseline mistake points to recipes.csv for the labels: write it first
+        files.write_csv(args.folder / "recipes.csv", recipes.recipes_table(grouped, by_run).to_dict("records"))
     table = recipes.recipes_table(grouped, by_run, args.baseline)
     files.write_csv(args.folder / "recipes.csv", table.to_dict("records"))
     report_page.write_page(args.folder / "report.html",
@@ -91,7 +94,8 @@ def report(argv=None):
     written += ["recipes.csv", "report.html"]
     print()
     print(recipes.format_recipes(table))
-    print(f"{len(found)} runs ({len(tested)} tested), {len(complete)} finished in {len(grouped)} recipes; wrote {', '.join(written)} "
+    print(f"{cli.counted(len(found), 'run')} ({len(tested)} tested), {len(complete)} finished in "
+          f"{cli.counted(len(grouped), 'recipe')}; wrote {', '.join(written)} "
           f"into {args.folder}")
     return 0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolkit import arguments, cli, data, export, files, images, metrics, runs
+from toolkit import arguments, cli, data, engine, export, files, images, metrics, runs
 from toolkit.predictor import Predictor
 
 EXIT_SKIPPED = 1
@@ -35,6 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--tta", action="store_true",
                    help="average the probabilities of each image and its horizontal mirror")
     arguments.add_device(p, precision="fp32")
+    arguments.add_threads(p)
     arguments.add_workers(p, at_least_one=True)
     p.add_argument("--export", choices=("onnx",),
                    help="write model.onnx and classes.json and check them with onnxruntime, instead of predicting")
@@ -42,6 +43,7 @@ def parse_args(argv=None):
                    help="folder for the exported files (default: the run directory)")
     arguments.add_progress(p)
     args = p.parse_args(argv)
+    runs.require_best_checkpoint(args.run)  # the run first: without it, nothing else matters
     if not args.export and not args.images:
         raise cli.UserError("name the images or folders to predict (e.g. 5_predict.py --run RUN_DIR photos/), "
                             "or pass --export onnx")
@@ -52,13 +54,14 @@ def parse_args(argv=None):
 
 def predict(argv=None):
     args = parse_args(argv)
+    engine.use_threads(args.threads)
     if args.export:
         return export_run(args, Predictor.of_run(args.run, device="cpu", precision="fp32"))
 
     predictor = Predictor.of_run(args.run, device=args.device, precision=args.precision)
     paths, skipped = find_images(args.images)
     record = predictor.record
-    print(f"{predictor.path}: {len(paths)} images, device {predictor.device}, precision {predictor.precision.name}"
+    print(f"{predictor.path}: {cli.counted(len(paths), 'image')}, device {predictor.device}, precision {predictor.precision.name}"
           f"{', mirrored too (--tta)' if args.tta else ''}")
 
     predicted, logits = [], []
@@ -69,10 +72,11 @@ def predict(argv=None):
         predicted += batch_paths
     report_skipped(skipped)
     if not predicted:
-        raise cli.UserError(f"none of the {len(paths)} images could be read; nothing to predict")
+        raise cli.UserError(f"none of the {cli.counted(len(paths), 'image')} could be read; nothing to predict")
     rows = metrics.prediction_rows(predicted, torch.cat(logits), record.class_names)
     files.write_csv(args.output, rows)
-    print(f"wrote {args.output}: {len(rows)} predictions" + (f", {len(skipped)} files skipped" if skipped else ""))
+    print(f"wrote {args.output}: {cli.counted(len(rows), 'prediction')}"
+          + (f", {cli.counted(len(skipped), 'file')} skipped" if skipped else ""))
     return EXIT_SKIPPED if skipped else 0
 
 
@@ -92,8 +96,11 @@ def find_images(names: list) -> tuple:
         else:
             skipped.append((name, "no such file or folder"))
     paths = list(dict.fromkeys(paths))  # a file named and also inside a named folder counts once
+    if not paths and skipped:
+        shown = "; ".join(f"{path}: {reason}" for path, reason in skipped[:3])
+        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        raise cli.UserError(f"nothing to predict: {shown}{more}")
     if not paths:
-        report_skipped(skipped)
         raise cli.UserError(f"no images in {', '.join(map(str, names))}; images end in "
                             f"{', '.join(images.IMAGE_EXTENSIONS)}")
     return paths, skipped
@@ -151,7 +158,7 @@ def check_images(args, record) -> tuple:
     if not decoded:
         raise cli.UserError(f"none of {source} could be read to check the export on; "
                             f"name readable images: 5_predict.py --run {args.run} --export onnx IMAGES")
-    return decoded[0], f"{len(decoded[0])} images of {source}"
+    return decoded[0], f"{cli.counted(len(decoded[0]), 'image')} of {source}"
 
 
 def split_images(run_dir: Path) -> tuple:

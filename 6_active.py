@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from toolkit import acquisition, arguments, cli, dataset_versions, pool, simulation
+from toolkit import acquisition, arguments, cli, dataset_versions, engine, pool, simulation
 from toolkit.cli import counted
 
 MODES = ("--ingest", "--simulate")
@@ -58,6 +58,7 @@ def query_parser():
                    help="folder holding the run's dataset (default: the one it was trained from)")
     arguments.add_batchsize(p)
     arguments.add_device(p, precision="fp32")
+    arguments.add_threads(p)
     arguments.add_workers(p, at_least_one=True)
     arguments.add_cache(p)
     arguments.add_progress(p)
@@ -69,8 +70,8 @@ def ingest_parser():
         "Build a new dataset version: NAME's splits plus the labelled rows (and pseudo-labelled rows) in train/."))
     p.add_argument("--ingest", type=Path, required=True, metavar="LABELLED.csv",
                    help="queries.csv with its label column filled in (rows with an empty label are left out)")
-    p.add_argument("--dataset", required=True, metavar="NAME", help="the dataset to extend (never modified)")
-    p.add_argument("--into", required=True, metavar="NEW", help="the new dataset's folder name in the data root")
+    arguments.add_dataset(p, required=True, help="the dataset to extend (never modified)")
+    p.add_argument("--into", type=cli.dataset_name, required=True, metavar="NEW", help="the new dataset's folder name in the data root")
     p.add_argument("--pseudo", type=Path, metavar="PSEUDO.csv",
                    help="also add these pseudo-labelled rows (pseudo_labels.csv); a person's label wins")
     p.add_argument("--overwrite", action="store_true", help="replace an existing NEW")
@@ -86,7 +87,7 @@ def simulate_parser():
         "revealed as the strategies query them. Every other argument is a training argument of 1_train.py "
         "(--model_index is required; see python 1_train.py --help)."))
     p.add_argument("--simulate", action="store_true", help=argparse.SUPPRESS)  # the mode, named in prog
-    p.add_argument("--dataset", required=True, metavar="NAME", help="a labelled dataset in the data root")
+    arguments.add_dataset(p, required=True, help="a labelled dataset in the data root")
     p.add_argument("--initial", type=cli.number_in(0.0, 1.0, low_open=True, high_open=True), required=True, metavar="F",
                    help="fraction of each class's training images labelled at the start (at least one)")
     p.add_argument("--budget", type=cli.positive_int, required=True, metavar="K", help="queries per round")
@@ -142,6 +143,7 @@ def query_settings(args) -> pool.QuerySettings:
 
 
 def query(args) -> int:
+    engine.use_threads(args.threads)
     found = pool.query_pool(query_settings(args))
     scanned, dataset = found.pool, found.dataset
     output = args.output or args.run / f"active-{time.strftime('%Y-%m-%d-%H-%M-%S')}"

@@ -65,8 +65,7 @@ def parse_args(argv=None):
     arguments.add_device(p)  # (a) trains in fp32, as its users do
     p.add_argument("--repeats", type=cli.positive_int, default=1,
                    help="measure (a) and (b) this many times, taking turns, and keep each one's fastest (default: 1)")
-    p.add_argument("--threads", type=cli.positive_int,
-                   help="CPU threads of both sides (default: PyTorch's, one per core)")
+    arguments.add_threads(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--keep", type=Path, metavar="DIR",
                    help="make the JPEGs in DIR and keep them (default: a temporary folder, removed at the end)")
@@ -178,8 +177,7 @@ def batched_augmentation(setup, args):
 
 def benchmark(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    engine.use_threads(args.threads)
     device = engine.pick_device(args.device)
     precision = engine.pick_precision(args.precision, device)
     if args.images < args.batchsize:

@@ -38,7 +38,7 @@ def parse_args(argv=None):
     p = cli.ArgumentParser(prog="python -m benchmarks.train_speed", description=(
         "Training and evaluation images/s of the seed project's pipeline (a) and the toolkit's (b)."))
     p.add_argument("--model_index", type=int, default=35, help="network (default: 35, SmallResNet18)")
-    p.add_argument("--dataset", default="digits-lt", help="dataset folder in a_datasets/ (default: digits-lt)")
+    arguments.add_dataset(p, default="digits-lt", help="dataset folder in a_datasets/ (default: digits-lt)")
     arguments.add_batchsize(p)
     arguments.add_image_size(p)
     p.add_argument("--steps", type=cli.positive_int, default=20, help="timed training steps (default: 20)")
@@ -57,9 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=cli.positive_int, default=1,
                    help="measure (a) and (b) this many times, taking turns, and keep each one's fastest "
                         "(default: 1; more on a machine shared with other jobs)")
-    p.add_argument("--threads", type=cli.positive_int,
-                   help="CPU threads of both sides (default: PyTorch's, one per core); on a machine "
-                        "shared with other jobs, 1 avoids threads waiting for each other")
+    arguments.add_threads(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     arguments.add_roots(p, logs=False)
     return p.parse_args(argv)
@@ -288,8 +286,7 @@ def print_report(rows, flops_per_image, peak, precision, train_ips_b):
 
 def benchmark(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    engine.use_threads(args.threads)
     device = engine.pick_device(args.device)
     precision = engine.pick_precision(args.precision, device)
     dataset = find_dataset(args.data_root, args.dataset)

@@ -188,15 +188,17 @@ def test_test_metrics_carry_intervals_and_a_rerun_writes_the_same_bytes(copied, 
     assert {name: (run_dir / name).read_bytes() for name in first} == first
 
 
-def test_bootstrap_0_writes_no_intervals_and_the_same_numbers(copied, run):
+def test_bootstrap_0_writes_no_intervals_and_the_same_numbers_beside_the_runs_own_test(copied, run):
     args, run_dir, _ = copied
     assert run("2_test", *args)[0] == 0
+    canonical = {name: (run_dir / name).read_bytes() for name in TEST_FILES}
     with_intervals = pd.read_csv(run_dir / "test_metrics.csv")
     code, out, _ = run("2_test", *args, "--bootstrap", "0")
     assert code == 0
-    plain = pd.read_csv(run_dir / "test_metrics.csv")
+    plain = pd.read_csv(run_dir / "bootstrap-0" / "test_metrics.csv")
     assert not [c for c in plain.columns if "_ci_" in c] and "[" not in out
     pd.testing.assert_frame_equal(plain, with_intervals[plain.columns])
+    assert {name: (run_dir / name).read_bytes() for name in TEST_FILES} == canonical  # what 4_report.py reads
 
 
 def test_logit_adjust_0_reproduces_the_plain_numbers(copied, run):
@@ -257,7 +259,8 @@ def test_logit_adjust_auto_chooses_tau_on_the_valid_split_only(copied, run, monk
         (dataset / "test" / f"{name}.old").rename(dataset / "test" / target)
     before = pd.read_csv(run_dir / "logit-adjusted" / "test_metrics.csv")
     assert run("2_test", *args, "--logit-adjust", "auto")[0] == 0
-    after = pd.read_csv(run_dir / "logit-adjusted" / "test_metrics.csv")
+    assert pd.read_csv(run_dir / "logit-adjusted" / "test_metrics.csv").equals(before)  # other data: kept
+    after = pd.read_csv(next((run_dir / "logit-adjusted").glob("data-*")) / "test_metrics.csv")
     assert len(seen) == 2
     assert (seen[1][0] == seen[0][0]).all() and np.array_equal(seen[1][1], seen[0][1])
     assert after.loc[0, "tau"] == tau

@@ -79,7 +79,7 @@ def test_a_run_differing_in_lr_is_another_recipe_with_its_own_label(tmp_path):
     fake_run(tmp_path, objective="CCE", seed=0)
     found = grouped(tmp_path)
     assert [(r.objective, len(r.run_dirs)) for r in found] == [("ERM", 2), ("ERM", 1), ("CCE", 1)]
-    assert [r.label for r in found] == ["ERM (lr=0.1)", "ERM (lr=0.05)", "CCE"]
+    assert [r.label for r in found] == ["ERM", "ERM (lr=0.05)", "CCE"]  # what sets it apart from most runs
     table = recipes.recipes_table(found, summaries_of(found))
     assert list(table["objective"]) == ["ERM", "ERM", "CCE"]  # the folder name, as the issue asks
     assert table["recipe"].is_unique
@@ -176,8 +176,7 @@ def test_an_unknown_or_ambiguous_baseline_is_a_user_error(tmp_path, run):
     fake_run(tmp_path, seed=0, lr=0.05)
     code, _, err = run("4_report", tmp_path, "--baseline", "XYZ")
     assert code == 2 and "no such recipe" in err
-    code, _, err = run("4_report", tmp_path, "--baseline", "ERM")
-    assert code == 2 and "ERM (lr=0.1)" in err and "ERM (lr=0.05)" in err
+    assert run("4_report", tmp_path, "--baseline", "ERM")[0] == 0  # the recipe labelled ERM
     assert run("4_report", tmp_path, "--baseline", "ERM (lr=0.05)")[0] == 0
 
 

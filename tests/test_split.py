@@ -32,7 +32,7 @@ def test_split_is_stratified_and_complete(roots, run):
     assert per_class["train"] == {"big": 28, "mid": 7, "small": 1}
     assert per_class["valid"] == {"big": 6, "mid": 2, "small": 1}
     assert per_class["test"] == {"big": 6, "mid": 2, "small": 1}
-    assert "left out: class 'two' has 2 image(s)" in out
+    assert "left out: class 'two' has 2 images" in out
     assert "imbalance ratio" in out and "28.0" in out
     # every source image of the kept classes lands in exactly one split
     placed = sorted(f for s in files for f in files[s])

@@ -5,8 +5,9 @@ from pathlib import Path
 from toolkit.cli import (
     DATA_ROOT,
     LOGS_ROOT,
+    dataset_name,
+    non_negative_float,
     non_negative_int,
-    positive_float,
     positive_int,
 )
 
@@ -31,6 +32,18 @@ def add_device(parser: argparse.ArgumentParser, precision="auto"):
     parser.add_argument("--precision", choices=PRECISIONS, default=precision, help=f"{meaning} (default: {precision})")
 
 
+def add_threads(parser: argparse.ArgumentParser):
+    parser.add_argument("--threads", type=positive_int, metavar="N",
+                        help="CPU threads of PyTorch (default: PyTorch's choice, one per core); on a machine "
+                             "busy with other work, fewer threads are often much faster")
+
+
+def add_dataset(parser: argparse.ArgumentParser, where="a_datasets/", **options):
+    """--dataset NAME: a folder name, never a path (refused: separators, `.`, `..`)."""
+    parser.add_argument("--dataset", type=dataset_name, metavar=options.pop("metavar", "NAME"),
+                        help=options.pop("help", f"dataset folder name in {where}"), **options)
+
+
 def add_batchsize(parser: argparse.ArgumentParser, default=128):
     parser.add_argument("--batchsize", type=positive_int, default=default, help=f"batch size (default: {default})")
 
@@ -46,8 +59,9 @@ def add_workers(parser: argparse.ArgumentParser, at_least_one=False):
 
 
 def add_cache(parser: argparse.ArgumentParser):
-    parser.add_argument("--cache-gb", type=positive_float, default=4.0,
-                        help="hold decoded splits in memory up to this size, else stream from disk (default: 4)")
+    parser.add_argument("--cache-gb", type=non_negative_float, default=4.0,
+                        help="hold decoded splits in memory up to this size, else stream from disk; 0: always "
+                             "stream (default: 4)")
 
 
 def add_progress(parser: argparse.ArgumentParser):

@@ -133,6 +133,18 @@ positive_float = checked(number, lambda value: value > 0, "a positive number")
 non_negative_float = checked(number, lambda value: value >= 0, "zero or more")
 
 
+def dataset_name(text: str) -> str:
+    """An argparse type: a dataset is a folder name in the data root, not a path; `.`, `..` and
+    names with a separator would read or write outside its own folder."""
+    separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if text in ("", ".", "..") or any(s in text for s in separators):
+        tail = Path(text).name
+        hint = f" (e.g. {tail})" if tail not in ("", ".", "..") else ""
+        raise argparse.ArgumentTypeError(f"a dataset is a folder name, not a path; give its name alone{hint}, "
+                                         f"and the folder holding it with --data-root or --source-root, got {text!r}")
+    return text
+
+
 def progress_bar(iterable, enabled=True, **options):
     """A tqdm bar on stdout, shown only when asked for and stdout is a terminal (not in logs)."""
     from tqdm import tqdm

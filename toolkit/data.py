@@ -220,7 +220,8 @@ def load_images(split: Split, height: int, width: int, device, cache_gb: float =
     size_gb = len(split.paths) * 3 * height * width / 2 ** 30
     labels = split.labels.to(device)
     if size_gb > cache_gb:
-        print(f"{split.name}: {size_gb:.1f} GB decoded exceeds --cache-gb {cache_gb:g}; streaming from disk")
+        why = "--cache-gb 0" if cache_gb == 0 else f"{size_gb:.1f} GB decoded exceeds --cache-gb {cache_gb:g}"
+        print(f"{split.name}: {why}; streaming from disk")
         return ImageSet(split, labels, streamed=StreamedImages(split, height, width))
     images = cached_images(split, height, width, workers, progress)
     return ImageSet(split, labels, images=images.to(device))

@@ -6,6 +6,7 @@ epoch, and for the progress bar at most twice a second.
 import contextlib
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,27 @@ def use_deterministic_algorithms():
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+
+
+def use_threads(threads: int | None = None):
+    """--threads: PyTorch's CPU threads (None: its own choice, one per core). When other work
+    leaves fewer idle cores than that, say so: threads that wait for a busy core spin, and an
+    epoch can take 30-60 times as long as with one thread."""
+    if threads:
+        torch.set_num_threads(threads)
+    used, cores = torch.get_num_threads(), usable_cores()
+    if used < 2 or not hasattr(os, "getloadavg"):
+        return
+    load = os.getloadavg()[0]
+    idle = max(0, round(cores - load))
+    if used > idle:
+        warnings.warn(f"the machine is busy (load average {load:.1f} on {cores} cores, about {idle} idle): "
+                      f"{used} threads will wait for each other; --threads {max(1, idle)} is often much faster",
+                      stacklevel=2)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cpu_has_native_bf16() -> bool:
@@ -109,9 +131,7 @@ def check_finite(first_bad_batch: torch.Tensor, epoch: int):
     """Raise NonFiniteLoss when a batch of this epoch had a non-finite loss (one host sync)."""
     batch = int(first_bad_batch)
     if batch >= 0:
-        raise NonFiniteLoss(f"the training loss became non-finite at epoch {epoch + 1}, batch {batch + 1}; "
-                            f"the checkpoints of the last good epoch are kept; try a lower --lr, --warmup, "
-                            f"or --precision fp32")
+        raise NonFiniteLoss(f"the training loss became non-finite at epoch {epoch + 1}, batch {batch + 1}")
 
 
 @dataclass

@@ -45,16 +45,34 @@ def warn_skipped(count: int, folder: Path):
 def decode_image(path: Path, height: int, width: int) -> np.ndarray:
     """Decode any image (grayscale, RGBA, palette, 16-bit, any size) to uint8 RGB (H, W, 3)."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            rgb = to_rgb(image)
+        rgb = decoded_rgb(path)
     except Image.DecompressionBombError as e:
         raise UserError(f"cannot read image {path} ({e}); downscale it below that size") from None
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+    except UNREADABLE as e:
         raise UserError(f"cannot read image {path} ({e}); remove or replace the file") from None
     if rgb.size != (width, height):
         rgb = rgb.resize((width, height), Image.BILINEAR)
     return np.array(rgb, dtype=np.uint8)
+
+
+UNREADABLE = (OSError, UnidentifiedImageError, ValueError, SyntaxError)  # what PIL raises for a broken file
+
+
+def decoded_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        image.load()
+        return to_rgb(image)
+
+
+def why_unreadable(path: Path) -> str | None:
+    """None when the whole image decodes, else what is wrong with it."""
+    try:
+        decoded_rgb(path)
+    except Image.DecompressionBombError as e:
+        return f"too large to decode safely ({e})"
+    except UNREADABLE as e:
+        return str(e) or type(e).__name__
+    return None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -6,6 +6,7 @@ the argparse parser itself, not a typed object beside it: the parser already hol
 type, default, check and help, and a second description would have to be kept equal to it.
 """
 import argparse
+import warnings
 from pathlib import Path
 
 import criterion
@@ -15,7 +16,7 @@ WARMUP_EPOCHS = 5
 MONITORS = ("acc", "bacc", "macro_f1")
 # what a resumed run may change; everything else is the run's own, from its args.json
 RESUMABLE = {"resume", "epochs", "early_stop", "workers", "device", "precision", "compile", "cache_gb",
-             "no_progress", "dry_run", "data_root", "logs_root"}
+             "threads", "no_progress", "dry_run", "data_root", "logs_root"}
 
 
 def build_parser():
@@ -25,7 +26,7 @@ def build_parser():
                    help="start from a local weights file: a torchvision state_dict or a .pth of this toolkit")
     p.add_argument("--freeze-backbone", action="store_true",
                    help="train only the classifier layer (classifier re-training on a --pretrained backbone)")
-    p.add_argument("--dataset", help="dataset folder name in a_datasets/ (required)")
+    arguments.add_dataset(p, help="dataset folder name in a_datasets/ (required)")
     arguments.add_roots(p)
     p.add_argument("--objective", default="ERM",
                    help=f"training objective: {', '.join(criterion.objective_names())} (default: ERM)")
@@ -79,6 +80,7 @@ def build_parser():
                    help="continue a run: its directory, or its YYYY-MM-DD-HH-MM-SS with --model_index and --dataset")
     arguments.add_workers(p)
     arguments.add_device(p)
+    arguments.add_threads(p)
     p.add_argument("--compile", action="store_true", help="torch.compile the model (off by default)")
     arguments.add_cache(p)
     p.add_argument("--dry-run", action="store_true",
@@ -91,15 +93,49 @@ def build_parser():
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_augment_options(args, cli.given_options(parser, argv))
+    given = cli.given_options(parser, argv)
+    check_augment_options(args, given)
     if args.resume:
-        args = resumed_args(args, cli.given_options(parser, argv), parser)
+        args = resumed_args(args, given, parser)
     elif args.model_index is None or args.dataset is None:
         raise cli.UserError("--model_index and --dataset are required (or --resume RUN)")
     if args.lrstep != sorted(set(args.lrstep)):
         raise cli.UserError(f"--lrstep {' '.join(map(str, args.lrstep))}: milestones must be increasing epochs, "
                             f"e.g. --lrstep 60 120 160")
+    check_objective_options(args, given)
+    check_schedule_options(args, given)
     return args
+
+
+def check_objective_options(args, given: set):
+    """An objective's flag given to another objective would be read by nobody: refused, naming
+    the objectives that read it (from their declarations)."""
+    if args.objective not in criterion.OBJECTIVES:
+        raise cli.UserError(f"unknown --objective {args.objective!r}; choose one of: "
+                            f"{', '.join(criterion.objective_names())}")
+    objective_flags = {h.dest: h.flag for h in criterion.hyper_parameters()}
+    unread = [dest for dest in objective_flags if dest in given and dest not in criterion.OBJECTIVES[args.objective].flags]
+    for dest in unread:
+        readers = [name for name, row in criterion.OBJECTIVES.items() if dest in row.flags]
+        raise cli.UserError(f"{objective_flags[dest]} is read by --objective {', '.join(readers)}, not by "
+                            f"{args.objective}; drop it or change --objective")
+
+
+def check_schedule_options(args, given: set):
+    """Options that would do nothing in this plan, or be overridden by another: refused."""
+    if args.freeze_backbone and args.pretrained is None:
+        raise cli.UserError("--freeze-backbone trains only the classifier on a pretrained backbone; add "
+                            "--pretrained PATH (a random backbone's features are noise)")
+    if args.drs is not None and args.sampler != "instance":
+        raise cli.UserError(f"--drs samples by instance until its epoch, then by class: it replaces --sampler "
+                            f"{args.sampler}; give one of them")
+    for flag, epoch in (("--drs", args.drs), ("--drw", args.drw)):
+        if epoch is not None and epoch > args.epochs:
+            raise cli.UserError(f"{flag} {epoch} starts after the last epoch ({args.epochs}): it would do nothing; "
+                                f"give an epoch up to --epochs, e.g. {flag} {max(1, round(args.epochs * 0.7))}")
+        if epoch is not None and epoch == args.epochs and not args.resume:
+            warnings.warn(f"{flag} {epoch} starts at the last epoch: only epoch {epoch} is "
+                          f"{'class-sampled' if flag == '--drs' else 're-weighted'}", stacklevel=3)
 
 
 def check_augment_options(args, given: set):

@@ -9,6 +9,7 @@ splits runs rather than silently pooling runs that may differ.
 import json
 import math
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from toolkit import runs
 from toolkit.cli import UserError
 
 # args.json keys that do not change the result. seed: the repeats themselves. Where and how it ran:
-# device/device_used, workers, cache_gb, compile, precision_used (see recipe_settings), versions,
+# device/device_used, workers, threads, cache_gb, compile, precision_used (see recipe_settings), versions,
 # deterministic (the same method, bit-exact repeats only). Bookkeeping: resume, dry_run,
 # no_progress, data_root, logs_root. Derived from other keys: model_name (model_index), mean and
 # std (the training images), cosine_scale (the objective and --ldam-s).
@@ -28,7 +29,7 @@ from toolkit.cli import UserError
 # objective's hyper-parameters (also those of other objectives: conservative), class_names and
 # class_counts (another split of the data is another experiment).
 NEUTRAL = frozenset({
-    "seed", "device", "device_used", "workers", "cache_gb", "compile", "precision_used", "versions",
+    "seed", "device", "device_used", "workers", "threads", "cache_gb", "compile", "precision_used", "versions",
     "deterministic", "resume", "dry_run", "no_progress", "data_root", "logs_root",
     "model_name", "mean", "std", "cosine_scale",
 })
@@ -82,11 +83,27 @@ def group_runs(run_dirs: list, defaults: dict | None = None) -> list:
     for recipe in recipes:
         namesakes = [r for r in recipes if (r.model, r.dataset, r.objective) == (recipe.model, recipe.dataset,
                                                                                 recipe.objective)]
-        differing = sorted({k for r in namesakes for k in r.settings.keys() | recipe.settings.keys()
-                            if _canonical(r.settings.get(k)) != _canonical(recipe.settings.get(k))})
+        differing = [k for k, usual in usual_settings(namesakes).items()
+                     if _canonical(recipe.settings.get(k)) != usual]
         recipe.label = recipe.objective + (
             " (" + ", ".join(f"{k}={_shown(recipe.settings.get(k))}" for k in differing) + ")" if differing else "")
     return recipes
+
+
+def usual_settings(namesakes: list) -> dict:
+    """Each setting that varies among recipes of one objective, and the value most of their runs
+    have (ties: the first recipe's). A label shows only where its recipe departs from these, so a setting all
+    of them share, or that only another recipe changes, is not repeated in every label; two
+    recipes differ somewhere, and there at least one of them departs: labels stay distinct."""
+    keys = sorted({k for r in namesakes for k in r.settings})
+    usual = {}
+    for key in keys:
+        runs_of = Counter()  # counted in runs: the value most runs have is the usual one
+        for r in namesakes:
+            runs_of[_canonical(r.settings.get(key))] += len(r.run_dirs)
+        if len(runs_of) > 1:
+            usual[key] = runs_of.most_common(1)[0][0]
+    return usual
 
 
 def finished(run_dir: Path, summary: dict) -> bool:
@@ -175,8 +192,9 @@ def find_baseline(recipes: list, name: str, model: str, dataset: str):
     exact = [r for r in group if r.label == name]
     candidates = exact or [r for r in group if r.objective == name]
     if len(candidates) > 1:
-        raise UserError(f"--baseline {name}: {len(candidates)} recipes of {model} on {dataset} are {name}: "
-                        f"{'; '.join(r.label for r in candidates)}; pass one of these labels")
+        example = min((r.label for r in candidates), key=len)
+        raise UserError(f"--baseline {name}: {len(candidates)} recipes of {model} on {dataset} are {name}; pass the "
+                        f"label of one, from the recipe column of recipes.csv, e.g. --baseline '{example}'")
     return candidates[0] if candidates else None
 
 
@@ -186,8 +204,9 @@ def recipes_table(recipes: list, summaries: dict, baseline: str | None = None) -
     rows = [recipe_row(r, [summaries[d] for d in r.run_dirs]) for r in recipes]
     if baseline is not None:
         if not any(r.objective == baseline or r.label == baseline for r in recipes):
-            raise UserError(f"--baseline {baseline}: no such recipe; recipes here: "
-                            f"{', '.join(dict.fromkeys(r.label for r in recipes))}")
+            raise UserError(f"--baseline {baseline}: no such recipe; objectives here: "
+                            f"{', '.join(dict.fromkeys(r.objective for r in recipes))} (each recipe's label is in "
+                            f"the recipe column of recipes.csv)")
         for recipe, row in zip(recipes, rows):
             reference = find_baseline(recipes, baseline, recipe.model, recipe.dataset)
             empty = {"bacc_diff_mean": math.nan, "bacc_diff_ci_low": math.nan, "bacc_diff_ci_high": math.nan,

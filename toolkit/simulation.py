@@ -123,6 +123,7 @@ class Simulation:
         for strategy in plan.strategies:
             acquisition.parse_strategy(strategy)
         self.args = args = training_args(plan, plan.seeds[0])
+        engine.use_threads(args.threads)
         dataset = data.dataset_dir(plan.data_root, plan.dataset)
         splits = data.scan_dataset(dataset, ("train", "valid"))
         self.train_split, valid_split = splits["train"], splits["valid"]

@@ -5,6 +5,7 @@ leaves a half-written dataset; the source images are only read.
 """
 import hashlib
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pandas as pd
 from toolkit import files
 from toolkit.cli import UserError
 from toolkit.data import SPLITS
-from toolkit.images import class_folders, images_in, is_image, warn_skipped
+from toolkit.images import class_folders, images_in, is_image, warn_skipped, why_unreadable
 
 SPLIT_OUTPUTS = (*SPLITS, "split.csv", "long_tail.csv", ".cache")  # long_tail.csv: toolkit/long_tail.py
 
@@ -36,6 +37,16 @@ def source_classes(source: Path) -> dict:
         skipped += others
     warn_skipped(skipped, source)
     return classes
+
+
+def readable_only(classes: dict, workers: int = 2) -> tuple:
+    """(classes with only the images that decode whole, [(path, why)] of those that do not): a
+    broken file is left out of the split here, not found by 1_train.py hours later."""
+    paths = [path for class_paths in classes.values() for path in class_paths]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        reasons = dict(zip(paths, pool.map(why_unreadable, paths)))
+    unreadable = [(path, why) for path, why in reasons.items() if why is not None]
+    return {name: [p for p in class_paths if reasons[p] is None] for name, class_paths in classes.items()}, unreadable
 
 
 def split_counts(n: int, ratios) -> list:

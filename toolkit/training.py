@@ -15,7 +15,7 @@ import torch
 import criterion
 import get_model
 from toolkit import augment, data, engine, metrics, plan, plots, runs, sampling
-from toolkit.cli import StopSignals, UserError
+from toolkit.cli import StopSignals, UserError, counted
 from toolkit.files import save_tensors
 from toolkit.record import Checkpoint, RunRecord, load_checkpoint
 
@@ -118,6 +118,9 @@ def build_engine(args, model, loss, device, distributed, mixing=None) -> engine.
     run.forward = engine.wrap_for_distribution(model, distributed, device)
     if args.compile:
         run.forward = torch.compile(run.forward)
+        if distributed.is_main:  # compiling happens in the first steps, silently
+            print("--compile: torch.compile compiles the model in the first training and validation steps "
+                  "(a minute or more)", flush=True)
     return run
 
 
@@ -242,7 +245,7 @@ class Trainer:
                     print(summary_line(train_row, valid_row, args.epochs, time.monotonic() - started, improved))
                 if args.early_stop and position.epoch - position.best["epoch"] >= args.early_stop:
                     if self.log:
-                        print(f"early stop: valid {args.monitor} has not improved for {args.early_stop} epochs "
+                        print(f"early stop: valid {args.monitor} has not improved for {counted(args.early_stop, 'epoch')} "
                               f"(best {position.best['value']:.2f} at epoch {position.best['epoch']})")
                     break
         return position.best, stop.exit_code if stop.requested() or position.unfinished else 0

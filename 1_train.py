@@ -77,8 +77,8 @@ def open_run(args, setup: training.Setup, main_process: bool) -> tuple:
     if args.resume:
         position = training.restore(args.resume, setup)
         if position.epoch >= args.epochs:
-            raise cli.UserError(f"{args.resume} has finished its {cli.counted(position.epoch, 'epoch')}; pass a larger --epochs "
-                                f"to train it further")
+            raise cli.UserError(f"{args.resume} has finished its {cli.counted(position.epoch, 'epoch')}; pass a larger "
+                                f"--epochs to train it further")
         batch = f", batch {position.batch}" if position.batch else ""
         return args.resume, position, f"resuming {args.resume} after epoch {position.epoch}{batch}"
     run_dir = runs.new_run_dir(args.logs_root, setup.record.model_name, args.dataset, plan.recipe_name(args)) \

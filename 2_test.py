@@ -60,7 +60,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     given = cli.given_options(p, argv)
     if args.run is not None and given & {"model_index", "dataset", "objective", "datetime"}:
-        raise cli.UserError("--run names the run itself; leave out --model_index, --dataset, --objective and --datetime")
+        raise cli.UserError("--run names the run itself; leave out --model_index, --dataset, --objective and "
+                            "--datetime")
     if args.run is None and (args.model_index is None or args.dataset is None):
         raise cli.UserError("name the run: --run RUN_DIR, or --model_index and --dataset (with --objective and "
                             "--datetime to pick one)")
@@ -103,7 +104,7 @@ def test(argv=None):
     print(f"wrote test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv, reliability.svg, "
           f"{SETTINGS_FILE} into {out_dir}")
     if out_dir != run_dir / post_hoc:
-        print(f"(a test set otherwise than {run_dir / post_hoc}'s is written beside it; that one is kept)")
+        print(f"(this test is set otherwise than the one in {run_dir / post_hoc}, which is kept)")
     return 0
 
 

@@ -61,7 +61,8 @@ def predict(argv=None):
     predictor = Predictor.of_run(args.run, device=args.device, precision=args.precision)
     paths, skipped = find_images(args.images)
     record = predictor.record
-    print(f"{predictor.path}: {cli.counted(len(paths), 'image')}, device {predictor.device}, precision {predictor.precision.name}"
+    print(f"{predictor.path}: {cli.counted(len(paths), 'image')}, device {predictor.device}, "
+          f"precision {predictor.precision.name}"
           f"{', mirrored too (--tta)' if args.tta else ''}")
 
     predicted, logits = [], []

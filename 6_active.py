@@ -71,7 +71,8 @@ def ingest_parser():
     p.add_argument("--ingest", type=Path, required=True, metavar="LABELLED.csv",
                    help="queries.csv with its label column filled in (rows with an empty label are left out)")
     arguments.add_dataset(p, required=True, help="the dataset to extend (never modified)")
-    p.add_argument("--into", type=cli.dataset_name, required=True, metavar="NEW", help="the new dataset's folder name in the data root")
+    p.add_argument("--into", type=cli.dataset_name, required=True, metavar="NEW",
+                   help="the new dataset's folder name in the data root")
     p.add_argument("--pseudo", type=Path, metavar="PSEUDO.csv",
                    help="also add these pseudo-labelled rows (pseudo_labels.csv); a person's label wins")
     p.add_argument("--overwrite", action="store_true", help="replace an existing NEW")

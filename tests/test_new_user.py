@@ -104,7 +104,7 @@ def test_the_split_decodes_every_image_and_leaves_out_the_unreadable_ones(roots,
     assert f"left out: {broken} does not decode" in out
     split = pd.read_csv(roots.data / "tiny" / "split.csv")
     assert "alpha/img003.png" not in set(split["path"]) and len(split) == 16 + 9 + 6 - 1
-    assert not [split for split in ("train", "valid", "test") if (roots.data / "tiny" / split / "alpha" / "img003.png").exists()]
+    assert not [s for s in ("train", "valid", "test") if (roots.data / "tiny" / s / "alpha" / "img003.png").exists()]
 
 
 # ---------------------------------------------------------------- 2_test.py keeps the run's own test

@@ -103,7 +103,7 @@ def parse_args(argv=None):
         raise cli.UserError(f"--lrstep {' '.join(map(str, args.lrstep))}: milestones must be increasing epochs, "
                             f"e.g. --lrstep 60 120 160")
     check_objective_options(args, given)
-    check_schedule_options(args, given)
+    check_schedule_options(args)
     return args
 
 
@@ -114,14 +114,16 @@ def check_objective_options(args, given: set):
         raise cli.UserError(f"unknown --objective {args.objective!r}; choose one of: "
                             f"{', '.join(criterion.objective_names())}")
     objective_flags = {h.dest: h.flag for h in criterion.hyper_parameters()}
-    unread = [dest for dest in objective_flags if dest in given and dest not in criterion.OBJECTIVES[args.objective].flags]
-    for dest in unread:
+    read = criterion.OBJECTIVES[args.objective].flags
+    unread = [dest for dest in objective_flags if dest in given and dest not in read]
+    if unread:
+        dest = unread[0]
         readers = [name for name, row in criterion.OBJECTIVES.items() if dest in row.flags]
         raise cli.UserError(f"{objective_flags[dest]} is read by --objective {', '.join(readers)}, not by "
                             f"{args.objective}; drop it or change --objective")
 
 
-def check_schedule_options(args, given: set):
+def check_schedule_options(args):
     """Options that would do nothing in this plan, or be overridden by another: refused."""
     if args.freeze_backbone and args.pretrained is None:
         raise cli.UserError("--freeze-backbone trains only the classifier on a pretrained backbone; add "

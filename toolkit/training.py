@@ -245,7 +245,8 @@ class Trainer:
                     print(summary_line(train_row, valid_row, args.epochs, time.monotonic() - started, improved))
                 if args.early_stop and position.epoch - position.best["epoch"] >= args.early_stop:
                     if self.log:
-                        print(f"early stop: valid {args.monitor} has not improved for {counted(args.early_stop, 'epoch')} "
+                        print(f"early stop: valid {args.monitor} has not improved for "
+                              f"{counted(args.early_stop, 'epoch')} "
                               f"(best {position.best['value']:.2f} at epoch {position.best['epoch']})")
                     break
         return position.best, stop.exit_code if stop.requested() or position.unfinished else 0

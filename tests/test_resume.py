@@ -90,7 +90,7 @@ def test_resume_by_datetime_and_what_may_not_change(tiny, run):
     code, _, err = run("1_train", *by_date, "--epochs", "2", "--lr", "0.5")
     assert code == 2 and "--lr cannot change" in err
     code, _, err = run("1_train", *by_date)
-    assert code == 2 and "has finished its 1 epochs; pass a larger --epochs" in err
+    assert code == 2 and "has finished its 1 epoch; pass a larger --epochs" in err  # not "1 epochs"
     assert run("1_train", *by_date, "--epochs", "2")[0] == 0
     assert len(pd.read_csv(only_run(tiny.logs) / "train.csv")) == 2
     code, _, err = run("1_train", "--resume", "2001-01-01-00-00-00", "--no-progress")

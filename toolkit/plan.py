@@ -113,7 +113,7 @@ def check_objective_options(args, given: set):
     if args.objective not in criterion.OBJECTIVES:
         raise cli.UserError(f"unknown --objective {args.objective!r}; choose one of: "
                             f"{', '.join(criterion.objective_names())}")
-    objective_flags = {h.dest: h.flag for h in criterion.hyper_parameters()}
+    objective_flags = {h.dest: h.flag for h in criterion.hyper_parameters() if h.dest != "drw"}  # its own message
     read = criterion.OBJECTIVES[args.objective].flags
     unread = [dest for dest in objective_flags if dest in given and dest not in read]
     if unread:

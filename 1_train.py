@@ -83,7 +83,7 @@ def open_run(args, setup: training.Setup, main_process: bool) -> tuple:
         return args.resume, position, f"resuming {args.resume} after epoch {position.epoch}{batch}"
     run_dir = runs.new_run_dir(args.logs_root, setup.record.model_name, args.dataset, plan.recipe_name(args)) \
         if main_process else None
-    return run_dir, training.Position(), f"run directory: {run_dir}"
+    return run_dir, training.Position(), f"run directory: {run_dir} (kept once its first epoch finishes)"
 
 
 def remove_if_empty(args, run_dir: Path) -> str:

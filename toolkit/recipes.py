@@ -92,9 +92,10 @@ def group_runs(run_dirs: list, defaults: dict | None = None) -> list:
 
 def usual_settings(namesakes: list) -> dict:
     """Each setting that varies among recipes of one objective, and the value most of their runs
-    have (ties: the first recipe's). A label shows only where its recipe departs from these, so a setting all
-    of them share, or that only another recipe changes, is not repeated in every label; two
-    recipes differ somewhere, and there at least one of them departs: labels stay distinct."""
+    have (ties: the first recipe's). A label shows only where its recipe departs from these, so a
+    setting all of them share, or that only another recipe changes, is not repeated in every
+    label; two recipes differ somewhere, and there at least one of them departs: labels stay
+    distinct."""
     keys = sorted({k for r in namesakes for k in r.settings})
     usual = {}
     for key in keys:

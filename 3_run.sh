@@ -16,7 +16,7 @@ cd "$(dirname "$0")"
 DATASET=digits-lt
 MODEL=42   # ResNet32, see `python get_model.py`
 DEMO_SCHEDULE="--epochs=30 --batchsize=32 --lr=0.05 --lrstep 20 26 --warmup"
-OBJECTIVES="ERM CCE COT FL SPBL GHMC CB LDAM LA ALRP"   # every row of criterion.py's table
+OBJECTIVES="ERM CCE COT FL SPBL GHMC CB LDAM LA LAS ALRP"   # every row of criterion.py's table
 
 demo() {
     python 0_data_split.py --demo --overwrite

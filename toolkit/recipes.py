@@ -8,6 +8,7 @@ splits runs rather than silently pooling runs that may differ.
 """
 import json
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,26 @@ def recipe_settings(args: dict, defaults: dict | None = None) -> dict:
     settings = {**(defaults or {}), **args}
     if settings.get("precision") == "auto":
         settings.pop("precision")
+    if settings.get("pretrained"):
+        settings["pretrained"] = started_from(settings["pretrained"], defaults)
     return {key: value for key, value in sorted(settings.items()) if key not in NEUTRAL}
+
+
+def started_from(pretrained: str, defaults: dict | None = None):
+    """What a --pretrained start means to a recipe. A checkpoint inside a run directory of this
+    toolkit (a two-stage recipe's second stage, e.g. MiSLAS) stands for that run's recipe, its seed
+    left out, so that second stages started from the first stages of seeds 0, 1, 2 are repeats of
+    one recipe. When that run's args.json cannot be read from here, its path with the run's
+    date-time replaced by * (and a best checkpoint's value by <best>) stands for it; any other file
+    is its path."""
+    path = Path(pretrained)
+    run_dir = path.parent
+    if (run_dir / "args.json").is_file():
+        return {"run of": run_dir.parent.name, **recipe_settings(runs.read_args(run_dir), defaults)}
+    if re.fullmatch(r"\d{4}(-\d\d){5}", run_dir.name):
+        name = "<best>.pth" if runs.BEST_CHECKPOINT.fullmatch(path.name) else path.name
+        return (run_dir.parent / "*" / name).as_posix()
+    return pretrained
 
 
 def _canonical(value) -> str:

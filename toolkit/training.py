@@ -82,7 +82,7 @@ def build_engine(args, model, loss, device, distributed, mixing=None) -> engine.
                         optimizers=sgd_optimizers(model, len(loss.step_losses()), args),
                         lr_factor=engine.lr_schedule(args.lrstep, args.lrstepgamma,
                                                      plan.WARMUP_EPOCHS if args.warmup else 0),
-                        distributed=distributed, mix=mixing)
+                        distributed=distributed, mix=mixing, update_frozen_bn=args.update_bn_stats)
     run.scaler = torch.amp.GradScaler(device.type) if run.precision.needs_scaler else None
     run.forward = engine.wrap_for_distribution(model, distributed, device)
     if args.compile:

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from losses.base import Objective, declare, target_mask
 from toolkit.cli import non_negative_float, non_negative_int, positive_float
-from toolkit.space import HyperParameter, Integer, Uniform
+from toolkit.space import Choice, HyperParameter, Integer, Uniform
 
 
 def smoothed_step(differences: torch.Tensor, delta: float) -> torch.Tensor:
@@ -48,29 +48,60 @@ def alrp_error_and_update(logits: torch.Tensor, targets: torch.Tensor, delta: fl
     return error.mean(), update.view(batch, classes)
 
 
+def per_image_error_and_update(logits: torch.Tensor, targets: torch.Tensor, delta: float):
+    """(loss, update) of the per-image ranking, class-averaged: each image ranks its own C scores,
+    one positive (y_i) among C - 1 negatives, so rank(i) = 1 + N_FP(i), N_FP(i) = sum_{c != y_i}
+    H(s_ic - s_iy), l(i) = N_FP(i) / rank(i); the loss is the mean over the classes present in the
+    batch of the mean l(i) of their images, sum_i w_i l(i) with w_i = 1 / (C_b n_b(y_i)) (n_b(c)
+    images of class c in the batch, C_b classes present). Positive i's update is -w_i l(i), negative
+    (i, c)'s w_i l(i) H(s_ic - s_iy) / N_FP(i) = w_i H(s_ic - s_iy) / rank(i): each row sums to zero.
+    B x C work and memory, float32, no autograd, no host sync."""
+    scores = logits.detach().float()
+    batch, classes = scores.shape
+    rows = torch.arange(batch, device=scores.device)
+    with _full_precision(scores.device):
+        relation = smoothed_step(scores - scores[rows, targets].unsqueeze(1), delta)
+        relation[rows, targets] = 0.0
+        rank = 1.0 + relation.sum(dim=1)
+        error = (rank - 1.0) / rank
+        in_batch = F.one_hot(targets, classes).sum(dim=0).float()  # one_hot, not bincount: no host sync
+        weight = 1.0 / ((in_batch > 0).sum() * in_batch[targets])
+        update = relation * (weight / rank).unsqueeze(1)
+    update[rows, targets] = -weight * error
+    return (weight * error).sum(), update
+
+
+RANKINGS = {"per-image": per_image_error_and_update, "pooled": alrp_error_and_update}
+
+
 class _ErrorDrivenRanking(torch.autograd.Function):
     """Forward: the mean ranking error; backward: aLRP's update times the incoming gradient
     (as aLRPLoss.backward in the reference code), not autograd through the step function."""
 
     @staticmethod
-    def forward(ctx, logits, targets, delta):
-        loss, update = alrp_error_and_update(logits, targets, delta)
+    def forward(ctx, logits, targets, delta, ranking="pooled"):
+        loss, update = RANKINGS[ranking](logits, targets, delta)
         ctx.save_for_backward(update)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
         (update,) = ctx.saved_tensors
-        return update * grad_output, None, None
+        return update * grad_output, None, None, None
 
 
-def alrp_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float) -> torch.Tensor:
-    """The ranking error of the pooled batch, differentiable by aLRP's error-driven update."""
-    return _ErrorDrivenRanking.apply(logits.float(), targets, delta)
+def alrp_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float, ranking: str = "pooled") -> torch.Tensor:
+    """The ranking error of the batch (`ranking`: pooled or per-image, see RANKINGS), differentiable
+    by aLRP's error-driven update."""
+    return _ErrorDrivenRanking.apply(logits.float(), targets, delta, ranking)
 
 
-@declare("ALRP", "aLRP ranking error of the pooled batch, error-driven update (--alrp-delta, --alrp-ce-weight, "
-                 "--alrp-warmup)", hyper_parameters=[
+@declare("ALRP", "aLRP ranking error, per image and class-averaged or of the pooled batch, error-driven update "
+                 "(--alrp-ranking, --alrp-delta, --alrp-ce-weight, --alrp-warmup)", hyper_parameters=[
+    HyperParameter("--alrp-ranking", "per-image", options={"choices": tuple(RANKINGS)}, search=Choice(tuple(RANKINGS)),
+                   help="ALRP: per-image: each image ranks its own class scores, the errors averaged per class; "
+                        "pooled: one ranking of all B x C scores of the batch, as aLRP pools anchors (before "
+                        "this option ALRP was pooled; it lets rare classes collapse) (default: %(default)s)"),
     HyperParameter("--alrp-delta", 2.0, type=positive_float, search=Uniform(0.5, 4.0),
                    help="ALRP: half-width delta of the smoothed step on logit differences; the aLRP reference uses "
                         "1 on detection logits, 2 keeps the rare classes on digits-lt (default: %(default)s)"),
@@ -128,8 +159,9 @@ class ALRPLoss(Objective):
     mixing_refusal = ("it ranks each sample's one true class against all other entries of the batch, which needs "
                       "one positive per sample")
 
-    def __init__(self, delta: float = 2.0, ce_weight: float = 0.0, warmup: int = 0):
+    def __init__(self, delta: float = 2.0, ce_weight: float = 0.0, warmup: int = 0, ranking: str = "per-image"):
         super().__init__()
+        self.ranking = ranking
         self.delta = float(delta)
         self.ce_weight = float(ce_weight)
         self.warmup = int(warmup)
@@ -137,7 +169,7 @@ class ALRPLoss(Objective):
 
     @classmethod
     def from_plan(cls, class_counts, args):
-        return cls(args.alrp_delta, args.alrp_ce_weight, args.alrp_warmup)
+        return cls(args.alrp_delta, args.alrp_ce_weight, args.alrp_warmup, args.alrp_ranking)
 
     def set_epoch(self, epoch: int, epochs: int) -> None:
         self.warming_up = epoch < self.warmup
@@ -146,7 +178,7 @@ class ALRPLoss(Objective):
         logits = logits.float()
         if self.warming_up:
             return F.cross_entropy(logits, targets)
-        loss = alrp_loss(logits, targets, self.delta)
+        loss = alrp_loss(logits, targets, self.delta, self.ranking)
         if self.ce_weight > 0:
             loss = loss + self.ce_weight * F.cross_entropy(logits, targets)
         return loss

@@ -83,7 +83,7 @@ def test_hand_checked_values():
 
 
 def test_hand_checked_values_through_the_table():
-    module = criterion.build_criterion("ALRP", [3, 2, 1], objective_args(alrp_delta=1.0))
+    module = criterion.build_criterion("ALRP", [3, 2, 1], objective_args(alrp_delta=1.0, alrp_ranking="pooled"))
     module.set_epoch(0, 30)
     loss, grad = loss_and_grad(torch.tensor(HAND_LOGITS), torch.tensor(HAND_TARGETS), loss_fn=module)
     assert loss.item() == pytest.approx(HAND_LOSS, rel=1e-6)
@@ -168,7 +168,7 @@ def test_low_precision_logits_give_the_float32_value_and_gradient():
     logits, targets = random_batch(7)
     low = logits.bfloat16()
     full_loss, full_grad = loss_and_grad(low.float(), targets)
-    module = ALRPLoss(delta=1.0)
+    module = ALRPLoss(delta=1.0, ranking="pooled")
     low = low.clone().requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = module(low, targets)
@@ -178,18 +178,85 @@ def test_low_precision_logits_give_the_float32_value_and_gradient():
     assert torch.allclose(low.grad.float(), full_grad, atol=1e-3)
 
 
+# ---------------------------------------------------------------- the per-image ranking (the default)
+
+def per_image(logits, targets, delta=1.0):
+    return loss_and_grad(logits, targets, loss_fn=lambda z, y: alrp_loss(z, y, delta, "per-image"))
+
+
+def test_per_image_hand_checked_values():
+    # HAND_LOGITS, delta 1. Row 0 (y 0, s 1): H(0 - 1) = 0, H(1.5 - 1) = 0.75: N_FP 0.75, rank 1.75, l 3/7.
+    # Row 1 (y 1, s 1.5): H(-1) = 0, H(-2.5) = 0: l 0. Two classes of one image each: w = 1/2, 1/2.
+    # loss 3/14; update: (0, 0) -3/14, (0, 2) w H / rank = 0.5 * 0.75 / 1.75 = 3/14, row 1 all 0
+    loss, grad = per_image(torch.tensor(HAND_LOGITS), torch.tensor(HAND_TARGETS))
+    assert loss.item() == pytest.approx(3 / 14, rel=1e-6)
+    assert torch.allclose(grad, torch.tensor([[-3 / 14, 0.0, 3 / 14], [0.0, 0.0, 0.0]]), atol=1e-7)
+
+
+def test_per_image_errors_are_averaged_per_class_by_hand():
+    # rows 0 and 2 are class 0, row 1 class 1 (delta 1): l = 1/2 (two ties, N_FP 1, rank 2), 1/2, 0;
+    # w = 1 / (2 classes * 2 images) = 1/4 for class 0, 1/2 for class 1: loss 1/8 + 1/4 + 0 = 3/8.
+    # Row 0: positive -1/8, negatives 1/4 * 1/2 / 2 = 1/16; row 1: -1/4 and 1/2 * 1/2 / 2 = 1/8; row 2: 0
+    logits = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    loss, grad = per_image(logits, torch.tensor([0, 1, 0]))
+    assert loss.item() == pytest.approx(3 / 8, rel=1e-6)
+    expected = torch.tensor([[-1 / 8, 1 / 16, 1 / 16], [1 / 8, -1 / 4, 1 / 8], [0.0, 0.0, 0.0]])
+    assert torch.allclose(grad, expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("seed, batch, classes", [(0, 16, 5), (1, 7, 3), (2, 32, 10)])
+def test_per_image_hard_step_is_one_minus_the_class_averaged_reciprocal_rank(seed, batch, classes):
+    logits, targets = random_batch(seed, batch, classes)
+    true = logits[torch.arange(batch), targets]
+    reciprocal_rank = 1.0 / (1 + (logits > true[:, None]).sum(dim=1).double())  # AP of one positive
+    present = targets.unique()
+    expected = 1.0 - sum(reciprocal_rank[targets == c].mean() for c in present) / len(present)
+    assert alrp_loss(logits, targets, 1e-6, "per-image").item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_image_update_is_balanced_in_every_row_and_signed(seed):
+    logits, targets = random_batch(seed)
+    loss, grad = per_image(logits, targets, 0.5)
+    positive = F.one_hot(targets, logits.shape[1]).bool()
+    assert loss > 0
+    assert grad.sum(dim=1).abs().max().item() < 1e-7  # each image's error moves only its own scores
+    assert (grad[positive] <= 0).all() and (grad[~positive] >= 0).all()
+    assert grad[positive].sum().item() == pytest.approx(-loss.item(), rel=1e-5)
+
+
+def test_per_image_ranking_ignores_a_constant_added_to_one_image():
+    logits, targets = random_batch(12)
+    loss, grad = per_image(logits, targets)
+    shifted = logits.clone()
+    shifted[3] += 7.0  # the pooled ranking would move every other image's error
+    shifted_loss, shifted_grad = per_image(shifted, targets)
+    assert shifted_loss.item() == pytest.approx(loss.item(), rel=1e-6)
+    assert torch.allclose(shifted_grad, grad, atol=1e-7)
+    pooled, shifted_pooled = alrp_loss(logits, targets, 1.0), alrp_loss(shifted, targets, 1.0)
+    assert pooled.item() != pytest.approx(shifted_pooled.item(), rel=1e-3)
+
+
+def test_per_image_is_the_default_through_the_table():
+    module = criterion.build_criterion("ALRP", [3, 2, 1], objective_args())
+    assert module.ranking == "per-image" == criterion.DEFAULTS["alrp_ranking"]
+    module.set_epoch(0, 30)
+    logits, targets = torch.tensor(HAND_LOGITS), torch.tensor(HAND_TARGETS)
+    assert module(logits, targets).item() == pytest.approx(alrp_loss(logits, targets, 2.0, "per-image").item())
+
+
 # ---------------------------------------------------------------- the recipe's CE terms and state
 
 def test_ce_weight_adds_the_cross_entropy():
     logits, targets = random_batch(8)
-    module = ALRPLoss(delta=1.0, ce_weight=0.5)
+    module = ALRPLoss(delta=1.0, ce_weight=0.5, ranking="pooled")
     expected = alrp_loss(logits, targets, 1.0) + 0.5 * F.cross_entropy(logits, targets)
     assert module(logits, targets).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_warmup_epochs_train_the_cross_entropy_alone():
     logits, targets = random_batch(9)
-    module = ALRPLoss(delta=1.0, ce_weight=0.0, warmup=2)
+    module = ALRPLoss(delta=1.0, ce_weight=0.0, warmup=2, ranking="pooled")
     ce, ranking = F.cross_entropy(logits, targets).item(), alrp_loss(logits, targets, 1.0).item()
     for epoch, expected in [(0, ce), (1, ce), (2, ranking), (5, ranking)]:
         module.set_epoch(epoch, 10)
@@ -267,7 +334,7 @@ def parse(argv):
 @pytest.mark.parametrize("argv, attribute, expected", [
     (["--alrp-delta", "0.25"], "alrp_delta", 0.25), (["--alrp-ce-weight", "0"], "alrp_ce_weight", 0.0),
     (["--alrp-ce-weight", "0.5"], "alrp_ce_weight", 0.5), (["--alrp-warmup", "0"], "alrp_warmup", 0),
-    (["--alrp-warmup", "5"], "alrp_warmup", 5),
+    (["--alrp-warmup", "5"], "alrp_warmup", 5), (["--alrp-ranking", "pooled"], "alrp_ranking", "pooled"),
 ])
 def test_arguments_accepted(argv, attribute, expected):
     assert getattr(parse(argv), attribute) == expected
@@ -276,6 +343,7 @@ def test_arguments_accepted(argv, attribute, expected):
 @pytest.mark.parametrize("argv", [
     ["--alrp-delta", "0"], ["--alrp-delta", "-1"], ["--alrp-delta", "nan"], ["--alrp-delta", "inf"],
     ["--alrp-ce-weight", "-0.1"], ["--alrp-ce-weight", "nan"], ["--alrp-warmup", "-1"], ["--alrp-warmup", "1.5"],
+    ["--alrp-ranking", "per-class"],
 ])
 def test_nonsense_arguments_rejected(argv):
     with pytest.raises(UserError, match=f"argument {argv[0]}"):

@@ -138,7 +138,7 @@ def test_stage_two_updates_the_bn_statistics_and_trains_only_the_classifier(tiny
     frozen, _ = stage_two(tiny, run, best_pth)
     assert changed_tensors(before, frozen) == {"fc.weight", "fc.bias"}
 
-    shifted, run_dir = stage_two(tiny, run, best_pth, "--update-bn-stats")
+    shifted, run_dir = stage_two(tiny, run, best_pth.parent, "--update-bn-stats")  # a run directory: its best
     changed = changed_tensors(before, shifted)
     statistics = {name for name in before if name.endswith(("running_mean", "running_var", "num_batches_tracked"))}
     assert changed == {"fc.weight", "fc.bias"} | statistics  # every BatchNorm layer's statistics, no weight
@@ -169,4 +169,7 @@ def test_stage_two_runs_of_three_seeds_are_one_recipe(tmp_path):
         "/gone/logs/ResNet32/digits/ERM/*/<best>.pth"
     assert recipes.started_from("/gone/logs/ResNet32/digits/ERM/2026-01-01-00-00-07/last.pth") == \
         "/gone/logs/ResNet32/digits/ERM/*/last.pth"
+    assert recipes.started_from("/gone/logs/ResNet32/digits/ERM/2026-01-01-00-00-07") == "/gone/logs/ResNet32/digits/ERM/*"
     assert recipes.started_from("/weights/resnet.pth") == "/weights/resnet.pth"
+    # --pretrained RUN_DIR (its best checkpoint) is the same recipe as --pretrained RUN_DIR/<best>.pth
+    assert recipes.started_from(str(stage_one[1])) == grouped[0].settings["pretrained"]

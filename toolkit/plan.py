@@ -22,7 +22,8 @@ def build_parser():
     p = cli.ArgumentParser(prog="1_train.py", description="Train one model with one objective.")
     p.add_argument("--model_index", type=int, help="network, see `python get_model.py` (required)")
     p.add_argument("--pretrained", type=Path, metavar="PATH",
-                   help="start from a local weights file: a torchvision state_dict or a .pth of this toolkit")
+                   help="start from a local weights file (a torchvision state_dict or a .pth of this toolkit) or "
+                        "from a run directory of this toolkit (its best checkpoint), e.g. a two-stage recipe's first")
     p.add_argument("--freeze-backbone", action="store_true",
                    help="train only the classifier layer (classifier re-training on a --pretrained backbone); "
                         "its BatchNorm layers keep their running statistics unless --update-bn-stats")

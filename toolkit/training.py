@@ -67,9 +67,10 @@ def build_model(args, loss, num_classes: int, distributed) -> torch.nn.Module:
     """The table's model as the objective adapts it, maybe started from --pretrained, maybe frozen."""
     model = loss.adapt_model(get_model.build_model(args.model_index, num_classes, args.height, args.width))
     if args.pretrained and not args.resume:
-        found = get_model.load_pretrained(model, args.pretrained)
+        path = runs.require_best_checkpoint(args.pretrained) if args.pretrained.is_dir() else args.pretrained
+        found = get_model.load_pretrained(model, path)
         if distributed.is_main:
-            print(f"pretrained {args.pretrained}: {found['loaded']} tensors loaded, {found['skipped']} skipped, "
+            print(f"pretrained {path}: {found['loaded']} tensors loaded, {found['skipped']} skipped, "
                   f"{found['initialised']} newly initialised")
     if args.freeze_backbone:
         get_model.freeze_backbone(model)

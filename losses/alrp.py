@@ -4,7 +4,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from losses.base import Objective, declare, target_mask
+from losses.base import Objective, declare, require_every_class, target_mask
 from toolkit.cli import non_negative_float, non_negative_int, positive_float
 from toolkit.space import Choice, HyperParameter, Integer, Uniform
 
@@ -97,11 +97,15 @@ def alrp_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float, ranking
 
 
 @declare("ALRP", "aLRP ranking error, per image and class-averaged or of the pooled batch, error-driven update "
-                 "(--alrp-ranking, --alrp-delta, --alrp-ce-weight, --alrp-warmup)", hyper_parameters=[
+                 "(--alrp-ranking, --alrp-tau, --alrp-delta, --alrp-ce-weight, --alrp-warmup)", hyper_parameters=[
     HyperParameter("--alrp-ranking", "per-image", options={"choices": tuple(RANKINGS)}, search=Choice(tuple(RANKINGS)),
                    help="ALRP: per-image: each image ranks its own class scores, the errors averaged per class; "
                         "pooled: one ranking of all B x C scores of the batch, as aLRP pools anchors (before "
                         "this option ALRP was pooled; it lets rare classes collapse) (default: %(default)s)"),
+    HyperParameter("--alrp-tau", 1.0, type=non_negative_float, search=Uniform(0.0, 2.0),
+                   help="ALRP: rank the logits plus tau log pi_c (pi_c the training share of class c), logit "
+                        "adjustment's prior, in training only, so rare classes must win by log(n_max / n_c) more; "
+                        "0 ranks the raw logits (default: %(default)s)"),
     HyperParameter("--alrp-delta", 2.0, type=positive_float, search=Uniform(0.5, 4.0),
                    help="ALRP: half-width delta of the smoothed step on logit differences; the aLRP reference uses "
                         "1 on detection logits, 2 keeps the rare classes on digits-lt (default: %(default)s)"),
@@ -159,9 +163,11 @@ class ALRPLoss(Objective):
     mixing_refusal = ("it ranks each sample's one true class against all other entries of the batch, which needs "
                       "one positive per sample")
 
-    def __init__(self, delta: float = 2.0, ce_weight: float = 0.0, warmup: int = 0, ranking: str = "per-image"):
+    def __init__(self, delta: float = 2.0, ce_weight: float = 0.0, warmup: int = 0, ranking: str = "per-image",
+                 adjustment: torch.Tensor | None = None):
         super().__init__()
         self.ranking = ranking
+        self.register_buffer("adjustment", adjustment if adjustment is not None else torch.zeros(()))
         self.delta = float(delta)
         self.ce_weight = float(ce_weight)
         self.warmup = int(warmup)
@@ -169,7 +175,11 @@ class ALRPLoss(Objective):
 
     @classmethod
     def from_plan(cls, class_counts, args):
-        return cls(args.alrp_delta, args.alrp_ce_weight, args.alrp_warmup, args.alrp_ranking)
+        adjustment = None
+        if args.alrp_tau > 0:
+            require_every_class(class_counts, "--objective ALRP with --alrp-tau above 0")
+            adjustment = (args.alrp_tau * torch.log(class_counts / class_counts.sum())).float()
+        return cls(args.alrp_delta, args.alrp_ce_weight, args.alrp_warmup, args.alrp_ranking, adjustment)
 
     def set_epoch(self, epoch: int, epochs: int) -> None:
         self.warming_up = epoch < self.warmup
@@ -178,7 +188,7 @@ class ALRPLoss(Objective):
         logits = logits.float()
         if self.warming_up:
             return F.cross_entropy(logits, targets)
-        loss = alrp_loss(logits, targets, self.delta, self.ranking)
+        loss = alrp_loss(logits + self.adjustment, targets, self.delta, self.ranking)
         if self.ce_weight > 0:
             loss = loss + self.ce_weight * F.cross_entropy(logits, targets)
         return loss

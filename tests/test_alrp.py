@@ -1,6 +1,7 @@
 """ALRP: hand-checked values, 1 - AP in the hard-step limit, the error-driven update against a plain
 per-positive loop, its balance and signs, invariances, the recipe's CE terms, training, arguments."""
 import argparse
+import math
 
 import pytest
 import torch
@@ -83,7 +84,8 @@ def test_hand_checked_values():
 
 
 def test_hand_checked_values_through_the_table():
-    module = criterion.build_criterion("ALRP", [3, 2, 1], objective_args(alrp_delta=1.0, alrp_ranking="pooled"))
+    module = criterion.build_criterion("ALRP", [3, 2, 1], objective_args(alrp_delta=1.0, alrp_ranking="pooled",
+                                                                        alrp_tau=0.0))
     module.set_epoch(0, 30)
     loss, grad = loss_and_grad(torch.tensor(HAND_LOGITS), torch.tensor(HAND_TARGETS), loss_fn=module)
     assert loss.item() == pytest.approx(HAND_LOSS, rel=1e-6)
@@ -242,7 +244,8 @@ def test_per_image_is_the_default_through_the_table():
     assert module.ranking == "per-image" == criterion.DEFAULTS["alrp_ranking"]
     module.set_epoch(0, 30)
     logits, targets = torch.tensor(HAND_LOGITS), torch.tensor(HAND_TARGETS)
-    assert module(logits, targets).item() == pytest.approx(alrp_loss(logits, targets, 2.0, "per-image").item())
+    adjusted = logits + torch.log(torch.tensor([3.0, 2.0, 1.0]) / 6)
+    assert module(logits, targets).item() == pytest.approx(alrp_loss(adjusted, targets, 2.0, "per-image").item())
 
 
 # ---------------------------------------------------------------- the recipe's CE terms and state
@@ -313,9 +316,33 @@ def test_table_builds_alrp_with_its_arguments():
 
 
 def test_the_default_arguments_are_the_declared_defaults():
-    module = criterion.build_criterion("ALRP", [5, 0, 1], objective_args())  # an empty class is fine
-    assert (module.delta, module.ce_weight, module.warmup) == (
-        criterion.DEFAULTS["alrp_delta"], criterion.DEFAULTS["alrp_ce_weight"], criterion.DEFAULTS["alrp_warmup"])
+    module = criterion.build_criterion("ALRP", [5, 2, 1], objective_args())
+    assert (module.delta, module.ce_weight, module.warmup, module.ranking) == (
+        criterion.DEFAULTS["alrp_delta"], criterion.DEFAULTS["alrp_ce_weight"], criterion.DEFAULTS["alrp_warmup"],
+        criterion.DEFAULTS["alrp_ranking"])
+    assert criterion.DEFAULTS["alrp_tau"] == 1.0
+    # without the prior an empty class is fine; with it, log 0 is refused
+    criterion.build_criterion("ALRP", [5, 0, 1], objective_args(alrp_tau=0.0))
+    with pytest.raises(UserError, match="--alrp-tau above 0 uses per-class training counts"):
+        criterion.build_criterion("ALRP", [5, 0, 1], objective_args())
+
+
+def test_tau_ranks_the_logits_plus_tau_log_prior_by_hand():
+    # counts 3, 1 (pi = 3/4, 1/4), tau 1, delta 1, one image of class 1 with logits (0, 0.5):
+    # adjusted (log 3/4, 0.5 + log 1/4) = (-0.2877, -0.8863): N_FP = H(0.5986) = 0.7993, rank 1.7993,
+    # l = 0.4442; without the prior H(-0.5) = 0.25, l = 0.2. The update is taken at the adjusted scores.
+    logits, targets = torch.tensor([[0.0, 0.5]]), torch.tensor([1])
+    module = criterion.build_criterion("ALRP", [3, 1], objective_args(alrp_delta=1.0))
+    loss, grad = loss_and_grad(logits, targets, loss_fn=module)
+    n_fp = (math.log(3 / 4) - (0.5 + math.log(1 / 4))) / 2 + 0.5
+    assert loss.item() == pytest.approx(n_fp / (1 + n_fp), rel=1e-5)
+    assert torch.allclose(grad, torch.tensor([[n_fp / (1 + n_fp), -n_fp / (1 + n_fp)]]), atol=1e-6)
+    raw = criterion.build_criterion("ALRP", [3, 1], objective_args(alrp_delta=1.0, alrp_tau=0.0))
+    assert raw(logits, targets).item() == pytest.approx(0.2, rel=1e-6)
+    # tau multiplies the prior: tau 2 at counts (3, 1) is tau 1 at counts (9, 1)
+    double = criterion.build_criterion("ALRP", [3, 1], objective_args(alrp_tau=2.0))
+    squared = criterion.build_criterion("ALRP", [9, 1], objective_args(alrp_tau=1.0))
+    assert torch.allclose(double.adjustment - double.adjustment[0], squared.adjustment - squared.adjustment[0])
 
 
 def test_alrp_needs_two_classes_and_refuses_drw():
@@ -335,6 +362,7 @@ def parse(argv):
     (["--alrp-delta", "0.25"], "alrp_delta", 0.25), (["--alrp-ce-weight", "0"], "alrp_ce_weight", 0.0),
     (["--alrp-ce-weight", "0.5"], "alrp_ce_weight", 0.5), (["--alrp-warmup", "0"], "alrp_warmup", 0),
     (["--alrp-warmup", "5"], "alrp_warmup", 5), (["--alrp-ranking", "pooled"], "alrp_ranking", "pooled"),
+    (["--alrp-tau", "0"], "alrp_tau", 0.0), (["--alrp-tau", "0.5"], "alrp_tau", 0.5),
 ])
 def test_arguments_accepted(argv, attribute, expected):
     assert getattr(parse(argv), attribute) == expected
@@ -343,7 +371,7 @@ def test_arguments_accepted(argv, attribute, expected):
 @pytest.mark.parametrize("argv", [
     ["--alrp-delta", "0"], ["--alrp-delta", "-1"], ["--alrp-delta", "nan"], ["--alrp-delta", "inf"],
     ["--alrp-ce-weight", "-0.1"], ["--alrp-ce-weight", "nan"], ["--alrp-warmup", "-1"], ["--alrp-warmup", "1.5"],
-    ["--alrp-ranking", "per-class"],
+    ["--alrp-ranking", "per-class"], ["--alrp-tau", "-1"], ["--alrp-tau", "nan"],
 ])
 def test_nonsense_arguments_rejected(argv):
     with pytest.raises(UserError, match=f"argument {argv[0]}"):

@@ -8,6 +8,8 @@
 #                            against ERM: intervals over seeds, paired differences, report.html
 #                            (33 runs, ~25-45 min on 2 CPU cores, one run at a time; runs already in
 #                            logs/ResNet32/digits-lt join their recipes: start from an empty folder)
+#       mislas               MiSLAS's two stages x seeds 0 1 2: ERM with mixup, then the classifier alone with
+#                            LAS, class-balanced sampling and BatchNorm statistics updated (~20 min)
 #
 # Each plan stops at the first command that fails.
 set -euo pipefail
@@ -53,10 +55,26 @@ compare() {
     python 4_report.py logs/ResNet32/$DATASET --baseline ERM
 }
 
+mislas() {
+    python 0_data_split.py --demo --overwrite
+    for seed in 0 1 2; do
+        # stage 1: the whole network, ERM on mixed batches (mixup alpha 1, MiSLAS's CIFAR-LT setting)
+        python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=ERM --mixup 1.0 $DEMO_SCHEDULE --seed $seed
+        stage1=$(ls -d logs/ResNet32/$DATASET/ERM/*/ | tail -1)
+        # stage 2: from stage 1's best checkpoint, the classifier alone, 10 epochs
+        python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=LAS --pretrained "$stage1" \
+            --freeze-backbone --update-bn-stats --sampler class --epochs=10 --batchsize=32 --lr=0.05 --lrstep 6 8 \
+            --seed $seed
+        python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=LAS
+    done
+    python 4_report.py logs/ResNet32/$DATASET --baseline ERM
+}
+
 plan=${1:-demo}
 case "$plan" in
     demo) demo ;;
     objectives) objectives ;;
     compare) compare ;;
-    *) echo "error: unknown plan '$plan'; plans in 3_run.sh: demo, objectives, compare" >&2; exit 2 ;;
+    mislas) mislas ;;
+    *) echo "error: unknown plan '$plan'; plans in 3_run.sh: demo, objectives, compare, mislas" >&2; exit 2 ;;
 esac

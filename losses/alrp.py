@@ -49,22 +49,26 @@ def alrp_error_and_update(logits: torch.Tensor, targets: torch.Tensor, delta: fl
 
 
 def per_image_error_and_update(logits: torch.Tensor, targets: torch.Tensor, delta: float):
-    """(loss, update) of the per-image ranking: each image ranks its own C scores, one positive
-    (y_i) among C - 1 negatives, so rank(i) = 1 + N_FP(i), N_FP(i) = sum_{c != y_i} H(s_ic - s_iy),
-    l(i) = N_FP(i) / rank(i), and the loss is mean_i l(i). Positive i's update is -l(i) / B, negative
-    (i, c)'s l(i) H(s_ic - s_iy) / (N_FP(i) B) = H(s_ic - s_iy) / (rank(i) B): each row sums to zero.
-    B x C work and memory, float32, no autograd."""
+    """(loss, update) of the per-image ranking, class-averaged: each image ranks its own C scores,
+    one positive (y_i) among C - 1 negatives, so rank(i) = 1 + N_FP(i), N_FP(i) = sum_{c != y_i}
+    H(s_ic - s_iy), l(i) = N_FP(i) / rank(i); the loss is the mean over the classes present in the
+    batch of the mean l(i) of their images, sum_i w_i l(i) with w_i = 1 / (C_b n_b(y_i)) (n_b(c)
+    images of class c in the batch, C_b classes present). Positive i's update is -w_i l(i), negative
+    (i, c)'s w_i l(i) H(s_ic - s_iy) / N_FP(i) = w_i H(s_ic - s_iy) / rank(i): each row sums to zero.
+    B x C work and memory, float32, no autograd, no host sync."""
     scores = logits.detach().float()
-    batch = scores.shape[0]
+    batch, classes = scores.shape
     rows = torch.arange(batch, device=scores.device)
     with _full_precision(scores.device):
         relation = smoothed_step(scores - scores[rows, targets].unsqueeze(1), delta)
         relation[rows, targets] = 0.0
         rank = 1.0 + relation.sum(dim=1)
         error = (rank - 1.0) / rank
-        update = relation / (rank * batch).unsqueeze(1)
-    update[rows, targets] = -error / batch
-    return error.mean(), update
+        in_batch = F.one_hot(targets, classes).sum(dim=0).float()  # one_hot, not bincount: no host sync
+        weight = 1.0 / ((in_batch > 0).sum() * in_batch[targets])
+        update = relation * (weight / rank).unsqueeze(1)
+    update[rows, targets] = -weight * error
+    return (weight * error).sum(), update
 
 
 RANKINGS = {"per-image": per_image_error_and_update, "pooled": alrp_error_and_update}
@@ -92,12 +96,12 @@ def alrp_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float, ranking
     return _ErrorDrivenRanking.apply(logits.float(), targets, delta, ranking)
 
 
-@declare("ALRP", "aLRP ranking error, per image or of the pooled batch, error-driven update "
+@declare("ALRP", "aLRP ranking error, per image and class-averaged or of the pooled batch, error-driven update "
                  "(--alrp-ranking, --alrp-tau, --alrp-delta, --alrp-ce-weight, --alrp-warmup)", hyper_parameters=[
     HyperParameter("--alrp-ranking", "per-image", options={"choices": tuple(RANKINGS)}, search=Choice(tuple(RANKINGS)),
-                   help="ALRP: per-image: each image ranks its own class scores; "
-                        "pooled: one ranking of all B x C scores of the batch, as aLRP pools anchors (before "
-                        "this option ALRP was pooled; it lets rare classes collapse) (default: %(default)s)"),
+                   help="ALRP: per-image: each image ranks its own class scores, the errors averaged per class "
+                        "of the batch; pooled: one ranking of all B x C scores of the batch, as aLRP pools anchors "
+                        "(before this option ALRP was pooled; it lets rare classes collapse) (default: %(default)s)"),
     HyperParameter("--alrp-tau", 1.0, type=non_negative_float, search=Uniform(0.0, 2.0),
                    help="ALRP: rank the logits plus tau log pi_c (pi_c the training share of class c), logit "
                         "adjustment's prior, in training only, so rare classes must win by log(n_max / n_c) more; "
@@ -117,8 +121,9 @@ class ALRPLoss(Objective):
     The default ranking is per image (--alrp-ranking per-image, per_image_error_and_update): each
     image ranks its own C scores, its true class the one positive, so l(i) = N_FP(i) / (1 + N_FP(i)),
     1 - the reciprocal rank of the true class, and a misclassified image's whole error pushes down
-    the classes that beat it on that image. The ranked scores are z + tau log pi (--alrp-tau,
-    logit adjustment's prior, Menon et al., ICLR 2021), in training only. Why: the pooled ranking
+    the classes that beat it on that image; the errors are averaged per class of the batch. The
+    ranked scores are z + tau log pi (--alrp-tau, logit adjustment's prior, Menon et al., ICLR
+    2021), in training only. Why: the pooled ranking
     below let rare classes collapse on imbalance-100 data; measured on digits-lt100, 91-95% of every
     class's false-positive mass came from other images' scores, which change no prediction (see
     docs/objectives.md, "Why the pooled ranking lost rare classes").

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import objective_args
-from sklearn.metrics import average_precision_score, label_ranking_average_precision_score
+from sklearn.metrics import average_precision_score
 
 import criterion
 from losses.alrp import ALRPLoss, alrp_loss
@@ -195,23 +195,25 @@ def test_per_image_hand_checked_values():
     assert torch.allclose(grad, torch.tensor([[-3 / 14, 0.0, 3 / 14], [0.0, 0.0, 0.0]]), atol=1e-7)
 
 
-def test_per_image_three_images_by_hand():
-    # delta 1: rows 0 and 1 tie their three scores (N_FP = 2 H(0) = 1, rank 2, l = 1/2), row 2's true
-    # class leads by 2 (H(-2) = 0, l = 0); loss (1/2 + 1/2 + 0) / 3 = 1/3. Rows 0 and 1: positive
-    # -l / B = -1/6, each negative H / (rank B) = 0.5 / 6 = 1/12; row 2: 0
+def test_per_image_errors_are_averaged_per_class_by_hand():
+    # rows 0 and 2 are class 0, row 1 class 1 (delta 1): l = 1/2 (two ties, N_FP 1, rank 2), 1/2, 0;
+    # w = 1 / (2 classes * 2 images) = 1/4 for class 0, 1/2 for class 1: loss 1/8 + 1/4 + 0 = 3/8.
+    # Row 0: positive -1/8, negatives 1/4 * 1/2 / 2 = 1/16; row 1: -1/4 and 1/2 * 1/2 / 2 = 1/8; row 2: 0
     logits = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
     loss, grad = per_image(logits, torch.tensor([0, 1, 0]))
-    assert loss.item() == pytest.approx(1 / 3, rel=1e-6)
-    expected = torch.tensor([[-1 / 6, 1 / 12, 1 / 12], [1 / 12, -1 / 6, 1 / 12], [0.0, 0.0, 0.0]])
+    assert loss.item() == pytest.approx(3 / 8, rel=1e-6)
+    expected = torch.tensor([[-1 / 8, 1 / 16, 1 / 16], [1 / 8, -1 / 4, 1 / 8], [0.0, 0.0, 0.0]])
     assert torch.allclose(grad, expected, atol=1e-7)
 
 
 @pytest.mark.parametrize("seed, batch, classes", [(0, 16, 5), (1, 7, 3), (2, 32, 10)])
-def test_per_image_hard_step_is_one_minus_the_mean_reciprocal_rank(seed, batch, classes):
+def test_per_image_hard_step_is_one_minus_the_class_averaged_reciprocal_rank(seed, batch, classes):
     logits, targets = random_batch(seed, batch, classes)
-    # one true label per image: sklearn's label ranking average precision is the mean of 1 / rank
-    expected = 1.0 - label_ranking_average_precision_score(F.one_hot(targets, classes).numpy(), logits.numpy())
-    assert alrp_loss(logits, targets, 1e-6, "per-image").item() == pytest.approx(expected, abs=1e-6)
+    true = logits[torch.arange(batch), targets]
+    reciprocal_rank = 1.0 / (1 + (logits > true[:, None]).sum(dim=1).double())  # AP of one positive
+    present = targets.unique()
+    expected = 1.0 - sum(reciprocal_rank[targets == c].mean() for c in present) / len(present)
+    assert alrp_loss(logits, targets, 1e-6, "per-image").item() == pytest.approx(expected.item(), abs=1e-6)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -169,7 +169,8 @@ def test_stage_two_runs_of_three_seeds_are_one_recipe(tmp_path):
         "/gone/logs/ResNet32/digits/ERM/*/<best>.pth"
     assert recipes.started_from("/gone/logs/ResNet32/digits/ERM/2026-01-01-00-00-07/last.pth") == \
         "/gone/logs/ResNet32/digits/ERM/*/last.pth"
-    assert recipes.started_from("/gone/logs/ResNet32/digits/ERM/2026-01-01-00-00-07") == "/gone/logs/ResNet32/digits/ERM/*"
+    gone = "/gone/logs/ResNet32/digits/ERM"
+    assert recipes.started_from(f"{gone}/2026-01-01-00-00-07") == f"{gone}/*"
     assert recipes.started_from("/weights/resnet.pth") == "/weights/resnet.pth"
     # --pretrained RUN_DIR (its best checkpoint) is the same recipe as --pretrained RUN_DIR/<best>.pth
     assert recipes.started_from(str(stage_one[1])) == grouped[0].settings["pretrained"]

@@ -123,10 +123,11 @@ class ALRPLoss(Objective):
     1 - the reciprocal rank of the true class, and a misclassified image's whole error pushes down
     the classes that beat it on that image; the errors are averaged per class of the batch. The
     ranked scores are z + tau log pi (--alrp-tau, logit adjustment's prior, Menon et al., ICLR
-    2021), in training only. Why: the pooled ranking
-    below let rare classes collapse on imbalance-100 data; measured on digits-lt100, 91-95% of every
-    class's false-positive mass came from other images' scores, which change no prediction (see
-    docs/objectives.md, "Why the pooled ranking lost rare classes").
+    2021), in training only. Why: the pooled ranking below let rare classes collapse on
+    imbalance-100 data; measured on digits-lt100, 91-95% of every class's false-positive mass came
+    from other images' scores, which change no prediction (docs/objectives.md, "Why the pooled
+    ranking lost rare classes"). On digits-lt the per-image default kept every class in 3 seeds of
+    3 (bacc 90.7 against ERM's 77.0); on digits-lt100 no recipe did, ERM included.
 
     --alrp-ranking pooled --alrp-tau 0 is ALRP as it was: the B x C logits of a batch pooled
     one-vs-rest into one ranking as AP Loss and aLRP pool anchors x classes.

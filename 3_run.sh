@@ -12,6 +12,8 @@
 #                            schedule: ERM, LA, LDAM-DRW x seeds 0 1 2, then the recipes report (9 runs of 200
 #                            epochs: a GPU's work; see docs/benchmarks.md). LT_SCHEDULE and LT_DRW, set in the
 #                            environment, replace the schedule, e.g. to check the plan on a tiny stand-in.
+#       mislas               MiSLAS's two stages x seeds 0 1 2: ERM with mixup, then the classifier alone with
+#                            LAS, class-balanced sampling and BatchNorm statistics updated (~20 min)
 #
 # Each plan stops at the first command that fails.
 set -euo pipefail
@@ -24,7 +26,7 @@ cd "$(dirname "$0")"
 DATASET=digits-lt
 MODEL=42   # ResNet32, see `python get_model.py`
 DEMO_SCHEDULE="--epochs=30 --batchsize=32 --lr=0.05 --lrstep 20 26 --warmup"
-OBJECTIVES="ERM CCE COT FL SPBL GHMC CB LDAM LA ALRP"   # every row of criterion.py's table
+OBJECTIVES="ERM CCE COT FL SPBL GHMC CB LDAM LA LAS ALRP"   # every row of criterion.py's table
 
 # cifar10-lt: where your CIFAR-10 is, the folder given to torchvision as root= (it holds cifar-10-batches-py/)
 CIFAR_ROOT=${CIFAR_ROOT:-$HOME/data}
@@ -85,11 +87,27 @@ cifar10_lt() {
     python 4_report.py logs/ResNet32/$LT_DATASET --baseline ERM
 }
 
+mislas() {
+    python 0_data_split.py --demo --overwrite
+    for seed in 0 1 2; do
+        # stage 1: the whole network, ERM on mixed batches (mixup alpha 1, MiSLAS's CIFAR-LT setting)
+        python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=ERM --mixup 1.0 $DEMO_SCHEDULE --seed $seed
+        stage1=$(ls -d logs/ResNet32/$DATASET/ERM/*/ | tail -1)
+        # stage 2: from stage 1's best checkpoint, the classifier alone, 10 epochs
+        python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=LAS --pretrained "$stage1" \
+            --freeze-backbone --update-bn-stats --sampler class --epochs=10 --batchsize=32 --lr=0.05 --lrstep 6 8 \
+            --seed $seed
+        python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=LAS
+    done
+    python 4_report.py logs/ResNet32/$DATASET --baseline ERM
+}
+
 plan=${1:-demo}
 case "$plan" in
     demo) demo ;;
     objectives) objectives ;;
     compare) compare ;;
     cifar10-lt) cifar10_lt ;;
-    *) echo "error: unknown plan '$plan'; plans in 3_run.sh: demo, objectives, compare, cifar10-lt" >&2; exit 2 ;;
+    mislas) mislas ;;
+    *) echo "error: unknown plan '$plan'; plans in 3_run.sh: demo, objectives, compare, cifar10-lt, mislas" >&2; exit 2 ;;
 esac

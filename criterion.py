@@ -18,6 +18,7 @@ from losses.base import DRW, Declaration, require_every_class
 from losses.complement import ComplementCrossEntropy, ComplementObjectiveTraining
 from losses.cross_entropy import ClassBalancedCrossEntropy, CrossEntropy, LogitAdjustedLoss
 from losses.focal import FocalLoss
+from losses.label_aware import LabelAwareSmoothing
 from losses.ghm import GradientHarmonizing
 from losses.margin import LDAMLoss
 from losses.self_paced import SelfPacedBalance
@@ -34,6 +35,7 @@ TABLE = (
     ClassBalancedCrossEntropy,    # CB
     LDAMLoss,                     # LDAM
     LogitAdjustedLoss,            # LA
+    LabelAwareSmoothing,          # LAS
     ALRPLoss,                     # ALRP
 )
 

@@ -1,6 +1,7 @@
 """ALRP: hand-checked values, 1 - AP in the hard-step limit, the error-driven update against a plain
 per-positive loop, its balance and signs, invariances, the recipe's CE terms, training, arguments."""
 import argparse
+import math
 
 import pytest
 import torch
@@ -83,7 +84,8 @@ def test_hand_checked_values():
 
 
 def test_hand_checked_values_through_the_table():
-    module = criterion.build_criterion("ALRP", [3, 2, 1], objective_args(alrp_delta=1.0))
+    module = criterion.build_criterion("ALRP", [3, 2, 1], objective_args(alrp_delta=1.0, alrp_ranking="pooled",
+                                                                        alrp_tau=0.0))
     module.set_epoch(0, 30)
     loss, grad = loss_and_grad(torch.tensor(HAND_LOGITS), torch.tensor(HAND_TARGETS), loss_fn=module)
     assert loss.item() == pytest.approx(HAND_LOSS, rel=1e-6)
@@ -168,7 +170,7 @@ def test_low_precision_logits_give_the_float32_value_and_gradient():
     logits, targets = random_batch(7)
     low = logits.bfloat16()
     full_loss, full_grad = loss_and_grad(low.float(), targets)
-    module = ALRPLoss(delta=1.0)
+    module = ALRPLoss(delta=1.0, ranking="pooled")
     low = low.clone().requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = module(low, targets)
@@ -178,18 +180,86 @@ def test_low_precision_logits_give_the_float32_value_and_gradient():
     assert torch.allclose(low.grad.float(), full_grad, atol=1e-3)
 
 
+# ---------------------------------------------------------------- the per-image ranking (the default)
+
+def per_image(logits, targets, delta=1.0):
+    return loss_and_grad(logits, targets, loss_fn=lambda z, y: alrp_loss(z, y, delta, "per-image"))
+
+
+def test_per_image_hand_checked_values():
+    # HAND_LOGITS, delta 1. Row 0 (y 0, s 1): H(0 - 1) = 0, H(1.5 - 1) = 0.75: N_FP 0.75, rank 1.75, l 3/7.
+    # Row 1 (y 1, s 1.5): H(-1) = 0, H(-2.5) = 0: l 0. Two classes of one image each: w = 1/2, 1/2.
+    # loss 3/14; update: (0, 0) -3/14, (0, 2) w H / rank = 0.5 * 0.75 / 1.75 = 3/14, row 1 all 0
+    loss, grad = per_image(torch.tensor(HAND_LOGITS), torch.tensor(HAND_TARGETS))
+    assert loss.item() == pytest.approx(3 / 14, rel=1e-6)
+    assert torch.allclose(grad, torch.tensor([[-3 / 14, 0.0, 3 / 14], [0.0, 0.0, 0.0]]), atol=1e-7)
+
+
+def test_per_image_errors_are_averaged_per_class_by_hand():
+    # rows 0 and 2 are class 0, row 1 class 1 (delta 1): l = 1/2 (two ties, N_FP 1, rank 2), 1/2, 0;
+    # w = 1 / (2 classes * 2 images) = 1/4 for class 0, 1/2 for class 1: loss 1/8 + 1/4 + 0 = 3/8.
+    # Row 0: positive -1/8, negatives 1/4 * 1/2 / 2 = 1/16; row 1: -1/4 and 1/2 * 1/2 / 2 = 1/8; row 2: 0
+    logits = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    loss, grad = per_image(logits, torch.tensor([0, 1, 0]))
+    assert loss.item() == pytest.approx(3 / 8, rel=1e-6)
+    expected = torch.tensor([[-1 / 8, 1 / 16, 1 / 16], [1 / 8, -1 / 4, 1 / 8], [0.0, 0.0, 0.0]])
+    assert torch.allclose(grad, expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("seed, batch, classes", [(0, 16, 5), (1, 7, 3), (2, 32, 10)])
+def test_per_image_hard_step_is_one_minus_the_class_averaged_reciprocal_rank(seed, batch, classes):
+    logits, targets = random_batch(seed, batch, classes)
+    true = logits[torch.arange(batch), targets]
+    reciprocal_rank = 1.0 / (1 + (logits > true[:, None]).sum(dim=1).double())  # AP of one positive
+    present = targets.unique()
+    expected = 1.0 - sum(reciprocal_rank[targets == c].mean() for c in present) / len(present)
+    assert alrp_loss(logits, targets, 1e-6, "per-image").item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_image_update_is_balanced_in_every_row_and_signed(seed):
+    logits, targets = random_batch(seed)
+    loss, grad = per_image(logits, targets, 0.5)
+    positive = F.one_hot(targets, logits.shape[1]).bool()
+    assert loss > 0
+    assert grad.sum(dim=1).abs().max().item() < 1e-7  # each image's error moves only its own scores
+    assert (grad[positive] <= 0).all() and (grad[~positive] >= 0).all()
+    assert grad[positive].sum().item() == pytest.approx(-loss.item(), rel=1e-5)
+
+
+def test_per_image_ranking_ignores_a_constant_added_to_one_image():
+    logits, targets = random_batch(12)
+    loss, grad = per_image(logits, targets)
+    shifted = logits.clone()
+    shifted[3] += 7.0  # the pooled ranking would move every other image's error
+    shifted_loss, shifted_grad = per_image(shifted, targets)
+    assert shifted_loss.item() == pytest.approx(loss.item(), rel=1e-6)
+    assert torch.allclose(shifted_grad, grad, atol=1e-7)
+    pooled, shifted_pooled = alrp_loss(logits, targets, 1.0), alrp_loss(shifted, targets, 1.0)
+    assert pooled.item() != pytest.approx(shifted_pooled.item(), rel=1e-3)
+
+
+def test_per_image_is_the_default_through_the_table():
+    module = criterion.build_criterion("ALRP", [3, 2, 1], objective_args())
+    assert module.ranking == "per-image" == criterion.DEFAULTS["alrp_ranking"]
+    module.set_epoch(0, 30)
+    logits, targets = torch.tensor(HAND_LOGITS), torch.tensor(HAND_TARGETS)
+    adjusted = logits + torch.log(torch.tensor([3.0, 2.0, 1.0]) / 6)
+    assert module(logits, targets).item() == pytest.approx(alrp_loss(adjusted, targets, 2.0, "per-image").item())
+
+
 # ---------------------------------------------------------------- the recipe's CE terms and state
 
 def test_ce_weight_adds_the_cross_entropy():
     logits, targets = random_batch(8)
-    module = ALRPLoss(delta=1.0, ce_weight=0.5)
+    module = ALRPLoss(delta=1.0, ce_weight=0.5, ranking="pooled")
     expected = alrp_loss(logits, targets, 1.0) + 0.5 * F.cross_entropy(logits, targets)
     assert module(logits, targets).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_warmup_epochs_train_the_cross_entropy_alone():
     logits, targets = random_batch(9)
-    module = ALRPLoss(delta=1.0, ce_weight=0.0, warmup=2)
+    module = ALRPLoss(delta=1.0, ce_weight=0.0, warmup=2, ranking="pooled")
     ce, ranking = F.cross_entropy(logits, targets).item(), alrp_loss(logits, targets, 1.0).item()
     for epoch, expected in [(0, ce), (1, ce), (2, ranking), (5, ranking)]:
         module.set_epoch(epoch, 10)
@@ -246,9 +316,33 @@ def test_table_builds_alrp_with_its_arguments():
 
 
 def test_the_default_arguments_are_the_declared_defaults():
-    module = criterion.build_criterion("ALRP", [5, 0, 1], objective_args())  # an empty class is fine
-    assert (module.delta, module.ce_weight, module.warmup) == (
-        criterion.DEFAULTS["alrp_delta"], criterion.DEFAULTS["alrp_ce_weight"], criterion.DEFAULTS["alrp_warmup"])
+    module = criterion.build_criterion("ALRP", [5, 2, 1], objective_args())
+    assert (module.delta, module.ce_weight, module.warmup, module.ranking) == (
+        criterion.DEFAULTS["alrp_delta"], criterion.DEFAULTS["alrp_ce_weight"], criterion.DEFAULTS["alrp_warmup"],
+        criterion.DEFAULTS["alrp_ranking"])
+    assert criterion.DEFAULTS["alrp_tau"] == 1.0
+    # without the prior an empty class is fine; with it, log 0 is refused
+    criterion.build_criterion("ALRP", [5, 0, 1], objective_args(alrp_tau=0.0))
+    with pytest.raises(UserError, match="--alrp-tau above 0 uses per-class training counts"):
+        criterion.build_criterion("ALRP", [5, 0, 1], objective_args())
+
+
+def test_tau_ranks_the_logits_plus_tau_log_prior_by_hand():
+    # counts 3, 1 (pi = 3/4, 1/4), tau 1, delta 1, one image of class 1 with logits (0, 0.5):
+    # adjusted (log 3/4, 0.5 + log 1/4) = (-0.2877, -0.8863): N_FP = H(0.5986) = 0.7993, rank 1.7993,
+    # l = 0.4442; without the prior H(-0.5) = 0.25, l = 0.2. The update is taken at the adjusted scores.
+    logits, targets = torch.tensor([[0.0, 0.5]]), torch.tensor([1])
+    module = criterion.build_criterion("ALRP", [3, 1], objective_args(alrp_delta=1.0))
+    loss, grad = loss_and_grad(logits, targets, loss_fn=module)
+    n_fp = (math.log(3 / 4) - (0.5 + math.log(1 / 4))) / 2 + 0.5
+    assert loss.item() == pytest.approx(n_fp / (1 + n_fp), rel=1e-5)
+    assert torch.allclose(grad, torch.tensor([[n_fp / (1 + n_fp), -n_fp / (1 + n_fp)]]), atol=1e-6)
+    raw = criterion.build_criterion("ALRP", [3, 1], objective_args(alrp_delta=1.0, alrp_tau=0.0))
+    assert raw(logits, targets).item() == pytest.approx(0.2, rel=1e-6)
+    # tau multiplies the prior: tau 2 at counts (3, 1) is tau 1 at counts (9, 1)
+    double = criterion.build_criterion("ALRP", [3, 1], objective_args(alrp_tau=2.0))
+    squared = criterion.build_criterion("ALRP", [9, 1], objective_args(alrp_tau=1.0))
+    assert torch.allclose(double.adjustment - double.adjustment[0], squared.adjustment - squared.adjustment[0])
 
 
 def test_alrp_needs_two_classes_and_refuses_drw():
@@ -267,7 +361,8 @@ def parse(argv):
 @pytest.mark.parametrize("argv, attribute, expected", [
     (["--alrp-delta", "0.25"], "alrp_delta", 0.25), (["--alrp-ce-weight", "0"], "alrp_ce_weight", 0.0),
     (["--alrp-ce-weight", "0.5"], "alrp_ce_weight", 0.5), (["--alrp-warmup", "0"], "alrp_warmup", 0),
-    (["--alrp-warmup", "5"], "alrp_warmup", 5),
+    (["--alrp-warmup", "5"], "alrp_warmup", 5), (["--alrp-ranking", "pooled"], "alrp_ranking", "pooled"),
+    (["--alrp-tau", "0"], "alrp_tau", 0.0), (["--alrp-tau", "0.5"], "alrp_tau", 0.5),
 ])
 def test_arguments_accepted(argv, attribute, expected):
     assert getattr(parse(argv), attribute) == expected
@@ -276,6 +371,7 @@ def test_arguments_accepted(argv, attribute, expected):
 @pytest.mark.parametrize("argv", [
     ["--alrp-delta", "0"], ["--alrp-delta", "-1"], ["--alrp-delta", "nan"], ["--alrp-delta", "inf"],
     ["--alrp-ce-weight", "-0.1"], ["--alrp-ce-weight", "nan"], ["--alrp-warmup", "-1"], ["--alrp-warmup", "1.5"],
+    ["--alrp-ranking", "per-class"], ["--alrp-tau", "-1"], ["--alrp-tau", "nan"],
 ])
 def test_nonsense_arguments_rejected(argv):
     with pytest.raises(UserError, match=f"argument {argv[0]}"):

@@ -90,7 +90,7 @@ def run_epoch(module, batches, epoch, epochs=10):
 # ---------------------------------------------------------------- table and API
 
 def test_table_order_and_names():
-    expected = ["ERM", "CCE", "COT", "FL", "SPBL", "GHMC", "CB", "LDAM", "LA", "ALRP"]
+    expected = ["ERM", "CCE", "COT", "FL", "SPBL", "GHMC", "CB", "LDAM", "LA", "LAS", "ALRP"]
     assert list(criterion.OBJECTIVES) == expected
     assert criterion.objective_names() == expected
     assert all(row.summary and issubclass(row.loss, torch.nn.Module) for row in criterion.OBJECTIVES.values())
@@ -407,7 +407,7 @@ def test_argument_defaults_and_group():
         "ccegamma": 5.0, "flgamma": 2.0, "flalpha": None, "spbl_paces": (0.5, 0.75, 0.9, 1.0, 1.0),
         "spbl_max_weight": 10.0, "spbl_resample": True, "ghm_bins": 30,
         "ghm_momentum": 0.75, "cb_beta": 0.9999, "ldam_max_m": 0.5, "ldam_s": 30.0, "la_tau": 1.0, "drw": None,
-        "alrp_delta": 2.0, "alrp_ce_weight": 0.0, "alrp_warmup": 0,
+        "las_head": 0.3, "las_tail": 0.0, "las_shape": "concave", "alrp_ranking": "per-image", "alrp_tau": 1.0, "alrp_delta": 2.0, "alrp_ce_weight": 0.0, "alrp_warmup": 0,
     }
     parser = argparse.ArgumentParser()
     criterion.add_arguments(parser)
@@ -477,7 +477,7 @@ def test_the_flags_defaults_and_mixing_refusals_are_the_declarations():
         assert refusal is None or len(refusal) > 20, name  # a reason a user can read
         assert build(name).supports_mixed_targets == (refusal is None)
     assert {n for n, r in criterion.OBJECTIVES.items() if r.loss.mixing_refusal is None} == {"ERM", "FL", "CB",
-                                                                                            "LDAM", "LA"}
+                                                                                            "LDAM", "LA", "LAS"}
 
 
 def test_a_new_objective_is_one_class_and_one_row(monkeypatch):

@@ -160,6 +160,7 @@ class Engine:
     forward: object = None
     distributed: "Distributed" = None
     mix: object = None  # (inputs, labels, generator) -> (inputs, MixedTargets), or None
+    update_frozen_bn: bool = False  # frozen BatchNorm layers update their running statistics too
 
     def __post_init__(self):
         if self.forward is None:  # not `or`: a compiled Sequential has no truth value
@@ -203,7 +204,7 @@ class Engine:
 
         Returns (the epoch's row, None); or, when stop_requested() turns true between two steps,
         (None, the EpochProgress to resume from). `done` is such a progress to resume from."""
-        train_mode(self.model)
+        train_mode(self.model, self.update_frozen_bn)
         self.criterion.train()
         self.criterion.set_epoch(epoch, epochs)
         step_losses = self.criterion.step_losses()
@@ -268,10 +269,15 @@ class Engine:
             return self.forward(x).float()
 
 
-def train_mode(model):
+def train_mode(model, update_frozen_bn=False):
     """model.train(), except that BatchNorm layers whose weights are frozen keep their running
-    statistics (a frozen backbone stays exactly as it was loaded)."""
+    statistics (a frozen backbone stays exactly as it was loaded), unless `update_frozen_bn`: then
+    they normalise with the batch's statistics and update the running ones, as MiSLAS's stage 2
+    does with shift_bn (dvlab-research/MiSLAS, train_stage2.py:310-313: model.train() on the
+    backbone whose parameters no optimiser holds)."""
     model.train()
+    if update_frozen_bn:
+        return
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.weight is not None \
                 and not module.weight.requires_grad:

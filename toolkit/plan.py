@@ -23,9 +23,15 @@ def build_parser():
     p = cli.ArgumentParser(prog="1_train.py", description="Train one model with one objective.")
     p.add_argument("--model_index", type=int, help="network, see `python get_model.py` (required)")
     p.add_argument("--pretrained", type=Path, metavar="PATH",
-                   help="start from a local weights file: a torchvision state_dict or a .pth of this toolkit")
+                   help="start from a local weights file (a torchvision state_dict or a .pth of this toolkit) or "
+                        "from a run directory of this toolkit (its best checkpoint), e.g. a two-stage recipe's first")
     p.add_argument("--freeze-backbone", action="store_true",
-                   help="train only the classifier layer (classifier re-training on a --pretrained backbone)")
+                   help="train only the classifier layer (classifier re-training on a --pretrained backbone); "
+                        "its BatchNorm layers keep their running statistics unless --update-bn-stats")
+    p.add_argument("--update-bn-stats", action="store_true",
+                   help="--freeze-backbone: the frozen BatchNorm layers normalise with the batch's statistics and "
+                        "update their running ones as in training (MiSLAS's shift learning); their weights stay "
+                        "frozen (default: off)")
     arguments.add_dataset(p, help="dataset folder name in a_datasets/ (required)")
     arguments.add_roots(p)
     p.add_argument("--objective", default="ERM",
@@ -146,6 +152,9 @@ def check_augment_options(args, given: set):
     if tuning and args.augment != "randaugment" and not args.resume:
         raise cli.UserError(f"{' and '.join(tuning)} tune --augment randaugment; add --augment randaugment "
                             f"(now --augment {args.augment})")
+    if "update_bn_stats" in given and not args.freeze_backbone and not args.resume:
+        raise cli.UserError("--update-bn-stats updates the BatchNorm statistics of a frozen backbone; add "
+                            "--freeze-backbone (without it every BatchNorm layer trains and updates them anyway)")
     if "mix_prob" in given and args.mixup is None and args.cutmix is None and not args.resume:
         raise cli.UserError("--mix-prob is the probability of mixing a batch; add --mixup ALPHA and/or --cutmix ALPHA")
 

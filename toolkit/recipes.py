@@ -8,6 +8,7 @@ splits runs rather than silently pooling runs that may differ.
 """
 import json
 import math
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ NEUTRAL = frozenset({
 })
 METRICS = ("test_acc", "test_bacc", "test_macro_f1")
 CONFIDENCE = 0.95
+RUN_STAMP = re.compile(r"\d{4}(-\d\d){5}")  # a run directory's name, YYYY-MM-DD-HH-MM-SS
 
 
 def recipe_settings(args: dict, defaults: dict | None = None) -> dict:
@@ -44,7 +46,28 @@ def recipe_settings(args: dict, defaults: dict | None = None) -> dict:
     settings = {**(defaults or {}), **args}
     if settings.get("precision") == "auto":
         settings.pop("precision")
+    if settings.get("pretrained"):
+        settings["pretrained"] = started_from(settings["pretrained"], defaults)
     return {key: value for key, value in sorted(settings.items()) if key not in NEUTRAL}
+
+
+def started_from(pretrained: str, defaults: dict | None = None):
+    """What a --pretrained start means to a recipe. A run directory of this toolkit, or a checkpoint
+    in one (a two-stage recipe's second stage, e.g. MiSLAS), stands for that run's recipe, its seed
+    left out, so that second stages started from the first stages of seeds 0, 1, 2 are repeats of
+    one recipe. When that run's args.json cannot be read from here, its path with the run's
+    date-time replaced by * (and a best checkpoint's value by <best>) stands for it; any other file
+    is its path."""
+    path = Path(pretrained)
+    run_dir = path if (path / "args.json").is_file() or RUN_STAMP.fullmatch(path.name) else path.parent
+    if (run_dir / "args.json").is_file():
+        return {"run of": run_dir.parent.name, **recipe_settings(runs.read_args(run_dir), defaults)}
+    if not RUN_STAMP.fullmatch(run_dir.name):
+        return pretrained
+    if run_dir == path:
+        return (run_dir.parent / "*").as_posix()
+    name = "<best>.pth" if runs.BEST_CHECKPOINT.fullmatch(path.name) else path.name
+    return (run_dir.parent / "*" / name).as_posix()
 
 
 def _canonical(value) -> str:

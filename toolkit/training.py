@@ -98,9 +98,10 @@ def build_model(args, loss, num_classes: int, distributed) -> torch.nn.Module:
     """The table's model as the objective adapts it, maybe started from --pretrained, maybe frozen."""
     model = loss.adapt_model(get_model.build_model(args.model_index, num_classes, args.height, args.width))
     if args.pretrained and not args.resume:
-        found = get_model.load_pretrained(model, args.pretrained)
+        path = runs.require_best_checkpoint(args.pretrained) if args.pretrained.is_dir() else args.pretrained
+        found = get_model.load_pretrained(model, path)
         if distributed.is_main:
-            print(f"pretrained {args.pretrained}: {found['loaded']} tensors loaded, {found['skipped']} skipped, "
+            print(f"pretrained {path}: {found['loaded']} tensors loaded, {found['skipped']} skipped, "
                   f"{found['initialised']} newly initialised")
     if args.freeze_backbone:
         get_model.freeze_backbone(model)
@@ -113,7 +114,7 @@ def build_engine(args, model, loss, device, distributed, mixing=None) -> engine.
                         optimizers=sgd_optimizers(model, len(loss.step_losses()), args),
                         lr_factor=engine.lr_schedule(args.lrstep, args.lrstepgamma,
                                                      plan.WARMUP_EPOCHS if args.warmup else 0),
-                        distributed=distributed, mix=mixing)
+                        distributed=distributed, mix=mixing, update_frozen_bn=args.update_bn_stats)
     run.scaler = torch.amp.GradScaler(device.type) if run.precision.needs_scaler else None
     run.forward = engine.wrap_for_distribution(model, distributed, device)
     if args.compile:

@@ -32,8 +32,8 @@ def parse_args(argv=None):
 
 
 def training_defaults() -> dict:
-    """1_train.py's defaults: what a run recorded before an option existed ran with."""
-    return plan.defaults()
+    """What a run recorded before an option existed ran with."""
+    return plan.defaults_of_older_runs()
 
 
 def newest_of_each(found: list) -> list:

@@ -99,10 +99,11 @@ def alrp_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float, ranking
 @declare("ALRP", "aLRP ranking error, per image and class-averaged or of the pooled batch, error-driven update "
                  "(--alrp-ranking, --alrp-tau, --alrp-delta, --alrp-ce-weight, --alrp-warmup)", hyper_parameters=[
     HyperParameter("--alrp-ranking", "per-image", options={"choices": tuple(RANKINGS)}, search=Choice(tuple(RANKINGS)),
+                   absent="pooled",
                    help="ALRP: per-image: each image ranks its own class scores, the errors averaged per class "
                         "of the batch; pooled: one ranking of all B x C scores of the batch, as aLRP pools anchors "
                         "(before this option ALRP was pooled; it lets rare classes collapse) (default: %(default)s)"),
-    HyperParameter("--alrp-tau", 1.0, type=non_negative_float, search=Uniform(0.0, 2.0),
+    HyperParameter("--alrp-tau", 1.0, type=non_negative_float, search=Uniform(0.0, 2.0), absent=0.0,
                    help="ALRP: rank the logits plus tau log pi_c (pi_c the training share of class c), logit "
                         "adjustment's prior, in training only, so rare classes must win by log(n_max / n_c) more; "
                         "0 ranks the raw logits (default: %(default)s)"),

@@ -182,5 +182,12 @@ def recipe_name(args) -> str:
 
 
 def defaults() -> dict:
-    """Every option's default: what a run recorded before an option existed ran with."""
+    """Every option's default."""
     return {a.dest: a.default for a in build_parser()._actions if a.dest != "help"}
+
+
+def defaults_of_older_runs() -> dict:
+    """What a run whose args.json predates an option trained with: the option's default, or what
+    its declaration says training did before it existed (`HyperParameter.absent`)."""
+    before = {h.dest: h.absent for h in criterion.hyper_parameters() if h.absent is not None}
+    return {**defaults(), **before}

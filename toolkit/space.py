@@ -66,13 +66,16 @@ class Choice:
 @dataclass(frozen=True)
 class HyperParameter:
     """One option: `flag` with its argparse type, default and help (and any other argparse keyword,
-    e.g. nargs or action), and `search`, the range a search draws from (None: never searched)."""
+    e.g. nargs or action), `search`, the range a search draws from (None: never searched), and
+    `absent`, the value a run whose args.json lacks the flag trained with, when that is not the
+    default (a flag added later that changed the default behaviour)."""
     flag: str
     default: object
     help: str
     type: Callable | None = None
     search: Uniform | Choice | None = None  # Uniform, LogUniform, Integer or Choice
     options: dict = field(default_factory=dict)
+    absent: object = None  # what training did before the flag existed, when not its default
 
     @property
     def dest(self) -> str:

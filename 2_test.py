@@ -3,12 +3,15 @@
     python 2_test.py --dataset=digits-lt --model_index=42 --objective=CCE   # the newest such run
 
 writes test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv and
-reliability.svg into the run directory (into RUN/logit-adjusted/ with --logit-adjust).
+reliability.svg into the run directory (into RUN/logit-adjusted/ with --logit-adjust, into
+RUN/tau-normalised/ with --tau-norm).
 acc, bacc and macro_f1 come with a 95% stratified bootstrap interval over the test images
 (--bootstrap N resamples, seeded: a rerun writes the same files).
 """
 import sys
 import warnings
+
+import torch
 
 import get_model
 from toolkit import arguments, cli, data, files, metrics, plots, runs
@@ -33,6 +36,10 @@ def parse_args(argv=None):
                    help="post-hoc logit adjustment: logits - TAU * log(training prior) before every metric; "
                         "auto: the TAU of 0, 0.1, ..., 2 with the best valid bacc (the test split is not used "
                         "to choose it); writes into RUN/logit-adjusted/ (default: off)")
+    p.add_argument("--tau-norm", type=tau_or_auto, metavar="TAU|auto",
+                   help="post-hoc tau-normalisation (Kang et al. 2020): the classifier's per-class rows divided by "
+                        "their norm^TAU, the bias dropped; auto: the TAU of 0, 0.1, ..., 2 with the best valid bacc "
+                        "(the test split is not used to choose it); writes into RUN/tau-normalised/ (default: off)")
     arguments.add_device(p)
     arguments.add_workers(p)
     arguments.add_cache(p)
@@ -42,6 +49,9 @@ def parse_args(argv=None):
     many, few = args.shot_thresholds
     if few > many:
         raise cli.UserError(f"--shot-thresholds {many} {few}: the first (many-shot) must be >= the second (few-shot)")
+    if args.logit_adjust is not None and args.tau_norm is not None:
+        raise cli.UserError("--logit-adjust and --tau-norm are two post-hoc corrections with folders of their own; "
+                            "run 2_test.py once with each")
     return args
 
 
@@ -57,10 +67,14 @@ def test(argv=None):
     record, checkpoint = predictor.record, predictor.path
     dataset = data.dataset_dir(args.data_root, args.dataset)
     split = data.scan_split(dataset, data.evaluation_split(dataset), record.class_names)
-    labels, logits = predicted(args, predictor, split, desc="test")
+    if args.tau_norm is not None:
+        labels, logits, adjusted = tau_normalised(args, dataset, predictor, split)
+        out_dir = run_dir / "tau-normalised"
+    else:
+        labels, logits = predicted(args, predictor, split, desc="test")
+        out_dir, adjusted = run_dir, {}
 
     names, counts = record.class_names, record.class_counts
-    out_dir, adjusted = run_dir, {}
     if args.logit_adjust is not None:
         tau = args.logit_adjust
         if tau == "auto":
@@ -83,7 +97,8 @@ def test(argv=None):
     plots.reliability_diagram(metrics.reliability_bins(labels, logits), scores["ece"], out_dir / "reliability.svg")
 
     print(f"{run_dir}: {checkpoint.name} on the {split.name} split ({len(labels)} images)"
-          + (f", logits adjusted with tau {adjusted['tau']:g}" if adjusted else ""))
+          + (f", logits adjusted with tau {adjusted['tau']:g}" if "tau" in adjusted else "")
+          + (f", classifier tau-normalised with tau {adjusted['tau_norm']:g}" if "tau_norm" in adjusted else ""))
     print(f"top-1 accuracy {scores['acc']:.2f}%   top-5 accuracy {scores['top5acc']:.2f}%")
     print(metrics.format_table(scores))
     if args.bootstrap:
@@ -111,6 +126,38 @@ def chosen_tau(args, dataset, predictor: Predictor, evaluated: str) -> float:
         warnings.warn("tau was chosen on the valid split that is also evaluated: its numbers are optimistic",
                       stacklevel=2)
     return tau
+
+
+def tau_normalised(args, dataset, predictor: Predictor, split) -> tuple:
+    """--tau-norm: (labels, tau-normalised logits, {"tau_norm": tau}) of the evaluated split; for
+    auto, tau is chosen on the VALID split's features alone, before the evaluated split is read."""
+    layer = get_model.classifier_layer(predictor.model)
+    if type(layer) is not torch.nn.Linear:
+        raise cli.UserError(f"--tau-norm rescales the per-class rows of a linear classifier; this run's classifier "
+                            f"is a {type(layer).__name__} (a cosine classifier, as LDAM's, has unit rows already)")
+    weight = layer.weight.detach().float().cpu()
+    tau = args.tau_norm
+    if tau == "auto":
+        valid = data.scan_split(dataset, "valid", predictor.record.class_names)
+        valid_labels, features = classifier_inputs(args, predictor, layer, valid, "valid")
+        tau, by_tau = metrics.choose_tau_norm(valid_labels, features, weight)
+        print(f"tau-normalisation: tau {tau:g} (valid bacc {by_tau[tau]:.2f}, {by_tau[0.0]:.2f} at tau 0)")
+        if split.name == "valid":
+            warnings.warn("tau was chosen on the valid split that is also evaluated: its numbers are optimistic",
+                          stacklevel=2)
+    labels, features = classifier_inputs(args, predictor, layer, split, "test")
+    return labels, metrics.tau_normalised_logits(features, weight, tau), {"tau_norm": tau}
+
+
+def classifier_inputs(args, predictor: Predictor, layer, split, desc: str) -> tuple:
+    """(labels, float32 features): what the classifier layer receives for every image of a split."""
+    captured = []
+    hook = layer.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].float()))
+    try:
+        labels, _ = predicted(args, predictor, split, desc)
+    finally:
+        hook.remove()
+    return labels, torch.cat(captured).cpu()
 
 
 def main(argv=None) -> int:

@@ -83,6 +83,9 @@ def report(argv=None):
               f"stopped before their last epoch): {', '.join(str(r) for r in found if r not in complete)}")
     if not complete:
         raise cli.UserError(f"no finished runs below {args.folder}: recipes need runs that trained all their epochs")
+    post_hoc = runs.post_hoc_results(complete)  # e.g. ERM+logit-adjusted: 2_test.py's corrections, recipes too
+    by_run.update({result: runs.run_summary(result) for result in post_hoc})
+    complete += post_hoc
     grouped = recipes.group_runs(complete, training_defaults())
     table = recipes.recipes_table(grouped, by_run, args.baseline)
     files.write_csv(args.folder / "recipes.csv", table.to_dict("records"))

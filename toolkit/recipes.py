@@ -43,7 +43,17 @@ def recipe_settings(args: dict, defaults: dict | None = None) -> dict:
     settings = {**(defaults or {}), **args}
     if settings.get("precision") == "auto":
         settings.pop("precision")
+    if settings.get("pretrained"):
+        settings["pretrained"] = pretrained_source(settings["pretrained"])
     return {key: value for key, value in sorted(settings.items()) if key not in NEUTRAL}
+
+
+def pretrained_source(path: str) -> str:
+    """A --pretrained checkpoint of a run (.../<objective>/<datetime>/<best>.pth) stands for the
+    folder of that run's recipe: a second stage trained on each seed's first-stage run is one
+    recipe, its seeds paired with the first stage's. Any other file is itself."""
+    path = Path(path)
+    return str(path.parent.parent) if runs.DATETIME_PATTERN.fullmatch(path.parent.name) else str(path)
 
 
 def _canonical(value) -> str:
@@ -75,7 +85,7 @@ def group_runs(run_dirs: list, defaults: dict | None = None) -> list:
     found = {}
     for run_dir in run_dirs:
         args = runs.read_args(run_dir)
-        recipe = Recipe(args.get("model_name", "?"), args.get("dataset", "?"), Path(run_dir).parent.name,
+        recipe = Recipe(args.get("model_name", "?"), args.get("dataset", "?"), runs.recipe_folder(run_dir),
                         recipe_settings(args, defaults))
         found.setdefault(recipe.key, recipe).run_dirs.append(Path(run_dir))
     recipes = list(found.values())

@@ -1,10 +1,9 @@
 """2_test.py --tau-norm: tau-normalised logits by hand, tau chosen on validation only, its folder."""
-import shutil
-
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import TRAIN_ARGS
+from test_bootstrap import copied  # noqa: F401 (the shared trained run, copied for each test)
 
 from toolkit import data, metrics
 from toolkit.predictor import Predictor
@@ -26,16 +25,6 @@ def test_choose_tau_norm_by_hand():
     tau, by_tau = metrics.choose_tau_norm(labels, features, weight)
     assert tau == 0.6 and by_tau[0.5] == 50.0 and by_tau[1.5] == 100.0 and by_tau[1.6] == 50.0
     assert list(by_tau) == list(metrics.TAU_GRID)
-
-
-@pytest.fixture
-def copied(trained_run, tmp_path):
-    shutil.copytree(trained_run.logs, tmp_path / "logs")
-    shutil.copytree(trained_run.data, tmp_path / "data")
-    args = ["--model_index", "41", "--precision", "fp32", "--no-progress", "--dataset", "tiny",
-            "--data-root", tmp_path / "data", "--logs-root", tmp_path / "logs"]
-    run_dir = next((tmp_path / "logs" / "ResNet20" / "tiny" / "ERM").iterdir())
-    return args, run_dir, tmp_path / "data" / "tiny"
 
 
 def test_tau_norm_0_is_the_plain_logits_without_the_bias(copied, run):

@@ -85,8 +85,7 @@ def report(argv=None):
         raise cli.UserError(f"no finished runs below {args.folder}: recipes need runs that trained all their epochs")
     post_hoc = runs.post_hoc_results(complete)  # e.g. ERM+logit-adjusted: 2_test.py's corrections, recipes too
     by_run.update({result: runs.run_summary(result) for result in post_hoc})
-    complete += post_hoc
-    grouped = recipes.group_runs(complete, training_defaults())
+    grouped = recipes.group_runs(complete + post_hoc, training_defaults())
     table = recipes.recipes_table(grouped, by_run, args.baseline)
     files.write_csv(args.folder / "recipes.csv", table.to_dict("records"))
     report_page.write_page(args.folder / "report.html",
@@ -94,8 +93,9 @@ def report(argv=None):
     written += ["recipes.csv", "report.html"]
     print()
     print(recipes.format_recipes(table))
-    print(f"{len(found)} runs ({len(tested)} tested), {len(complete)} finished in {len(grouped)} recipes; wrote {', '.join(written)} "
-          f"into {args.folder}")
+    with_post_hoc = f" and {len(post_hoc)} post-hoc results" if post_hoc else ""
+    print(f"{len(found)} runs ({len(tested)} tested), {len(complete)} finished{with_post_hoc} in {len(grouped)} recipes; "
+          f"wrote {', '.join(written)} into {args.folder}")
     return 0
 
 

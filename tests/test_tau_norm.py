@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import TRAIN_ARGS
-from test_bootstrap import copied  # noqa: F401 (the shared trained run, copied for each test)
+from test_bootstrap import copied, rotate_test_classes  # noqa: F401 (copied: the shared trained run, a fixture)
 
 from toolkit import data, metrics
 from toolkit.predictor import Predictor
@@ -60,11 +60,7 @@ def test_tau_norm_auto_chooses_tau_on_the_valid_split_only(copied, run, monkeypa
     valid_counts = [len(list((dataset / "valid" / c).iterdir())) for c in ("alpha", "beta", "gamma")]
     assert len(seen) == 1 and np.bincount(seen[0][0], minlength=3).tolist() == valid_counts
     # every test image moves to another class: the choice sees the same and picks the same tau
-    names = ["alpha", "beta", "gamma"]
-    for name in names:
-        (dataset / "test" / name).rename(dataset / "test" / f"{name}.old")
-    for name, target in zip(names, names[1:] + names[:1]):
-        (dataset / "test" / f"{name}.old").rename(dataset / "test" / target)
+    rotate_test_classes(dataset)
     assert run("2_test", *args, "--tau-norm", "auto")[0] == 0
     after = pd.read_csv(run_dir / "tau-normalised" / "test_metrics.csv")
     assert len(seen) == 2 and (seen[1][0] == seen[0][0]).all() and np.array_equal(seen[1][1], seen[0][1])

@@ -5,7 +5,8 @@
     python 2_test.py --run logs/ResNet32/digits-lt/CCE/2026-11-22-05-28-42            # that run
 
 writes test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv, reliability.svg
-and test_settings.json into the run directory (into RUN/logit-adjusted/ with --logit-adjust).
+and test_settings.json into the run directory (into RUN/logit-adjusted/ with --logit-adjust, into
+RUN/tau-normalised/ with --tau-norm).
 acc, bacc and macro_f1 come with a 95% stratified bootstrap interval over the test images
 (--bootstrap N resamples, seeded: a rerun writes the same files). The run's own test is only
 rewritten by a test set as it was: another --bootstrap, --shot-thresholds or test data is
@@ -15,6 +16,8 @@ import json
 import sys
 import warnings
 from pathlib import Path
+
+import torch
 
 import get_model
 from toolkit import arguments, cli, data, engine, files, metrics, plots, runs
@@ -49,6 +52,10 @@ def parse_args(argv=None):
                    help="post-hoc logit adjustment: logits - TAU * log(training prior) before every metric; "
                         "auto: the TAU of 0, 0.1, ..., 2 with the best valid bacc (the test split is not used "
                         "to choose it); writes into RUN/logit-adjusted/ (default: off)")
+    p.add_argument("--tau-norm", type=tau_or_auto, metavar="TAU|auto",
+                   help="post-hoc tau-normalisation (Kang et al. 2020): the classifier's per-class rows divided by "
+                        "their norm^TAU, the bias dropped; auto: the TAU of 0, 0.1, ..., 2 with the best valid bacc "
+                        "(the test split is not used to choose it); writes into RUN/tau-normalised/ (default: off)")
     arguments.add_device(p)
     arguments.add_threads(p)
     arguments.add_workers(p)
@@ -68,6 +75,9 @@ def parse_args(argv=None):
     many, few = args.shot_thresholds
     if few > many:
         raise cli.UserError(f"--shot-thresholds {many} {few}: the first (many-shot) must be >= the second (few-shot)")
+    if args.logit_adjust is not None and args.tau_norm is not None:
+        raise cli.UserError("--logit-adjust and --tau-norm are two post-hoc corrections with folders of their own; "
+                            "run 2_test.py once with each")
     return args
 
 
@@ -85,8 +95,12 @@ def test(argv=None):
     data_root = args.data_root or Path(runs.read_args(run_dir).get("data_root") or cli.DATA_ROOT)
     dataset = data.dataset_dir(data_root, record.dataset)
     split = data.scan_split(dataset, data.evaluation_split(dataset), record.class_names)
-    labels, logits = predicted(args, predictor, split, desc="test")
-    logits, adjusted, post_hoc = post_hoc_adjusted(args, logits, dataset, predictor, split.name)
+    if args.tau_norm is not None:
+        labels, logits, adjusted = tau_normalised(args, dataset, predictor, split)
+        post_hoc = "tau-normalised"
+    else:
+        labels, logits = predicted(args, predictor, split, desc="test")
+        logits, adjusted, post_hoc = post_hoc_adjusted(args, logits, dataset, predictor, split.name)
 
     settings = {"checkpoint": checkpoint.name, "split": split.name, "images": len(labels),
                 "data": data.fingerprint(split, record.height, record.width), "data_root": str(data_root),
@@ -95,7 +109,8 @@ def test(argv=None):
     scores = write_test(out_dir, settings, labels, logits, split, dataset, record, args)
 
     print(f"{run_dir}: {checkpoint.name} on the {split.name} split ({cli.counted(len(labels), 'image')})"
-          + (f", logits adjusted with tau {adjusted['tau']:g}" if adjusted else ""))
+          + (f", logits adjusted with tau {adjusted['tau']:g}" if "tau" in adjusted else "")
+          + (f", classifier tau-normalised with tau {adjusted['tau_norm']:g}" if "tau_norm" in adjusted else ""))
     print(f"top-1 accuracy {scores['acc']:.2f}%   top-5 accuracy {scores['top5acc']:.2f}%")
     print(metrics.format_table(scores))
     if args.bootstrap:
@@ -178,6 +193,38 @@ def chosen_tau(args, dataset, predictor: Predictor, evaluated: str) -> float:
         warnings.warn("tau was chosen on the valid split that is also evaluated: its numbers are optimistic",
                       stacklevel=2)
     return tau
+
+
+def tau_normalised(args, dataset, predictor: Predictor, split) -> tuple:
+    """--tau-norm: (labels, tau-normalised logits, {"tau_norm": tau}) of the evaluated split; for
+    auto, tau is chosen on the VALID split's features alone, before the evaluated split is read."""
+    layer = get_model.classifier_layer(predictor.model)
+    if type(layer) is not torch.nn.Linear:
+        raise cli.UserError(f"--tau-norm rescales the per-class rows of a linear classifier; this run's classifier "
+                            f"is a {type(layer).__name__} (a cosine classifier, as LDAM's, has unit rows already)")
+    weight = layer.weight.detach().float().cpu()
+    tau = args.tau_norm
+    if tau == "auto":
+        valid = data.scan_split(dataset, "valid", predictor.record.class_names)
+        valid_labels, features = classifier_inputs(args, predictor, layer, valid, "valid")
+        tau, by_tau = metrics.choose_tau_norm(valid_labels, features, weight)
+        print(f"tau-normalisation: tau {tau:g} (valid bacc {by_tau[tau]:.2f}, {by_tau[0.0]:.2f} at tau 0)")
+        if split.name == "valid":
+            warnings.warn("tau was chosen on the valid split that is also evaluated: its numbers are optimistic",
+                          stacklevel=2)
+    labels, features = classifier_inputs(args, predictor, layer, split, "test")
+    return labels, metrics.tau_normalised_logits(features, weight, tau), {"tau_norm": tau}
+
+
+def classifier_inputs(args, predictor: Predictor, layer, split, desc: str) -> tuple:
+    """(labels, float32 features): what the classifier layer receives for every image of a split."""
+    captured = []
+    hook = layer.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].float()))
+    try:
+        labels, _ = predicted(args, predictor, split, desc)
+    finally:
+        hook.remove()
+    return labels, torch.cat(captured).cpu()
 
 
 def main(argv=None) -> int:

@@ -84,7 +84,9 @@ def report(argv=None):
               f"stopped before their last epoch): {', '.join(str(r) for r in found if r not in complete)}")
     if not complete:
         raise cli.UserError(f"no finished runs below {args.folder}: recipes need runs that trained all their epochs")
-    grouped = recipes.group_runs(complete, training_defaults())
+    post_hoc = runs.post_hoc_results(complete)  # e.g. ERM+logit-adjusted: 2_test.py's corrections, recipes too
+    by_run.update({result: runs.run_summary(result) for result in post_hoc})
+    grouped = recipes.group_runs(complete + post_hoc, training_defaults())
     if args.baseline:  # a --baseline mistake points to recipes.csv for the labels: write it first
         files.write_csv(args.folder / "recipes.csv", recipes.recipes_table(grouped, by_run).to_dict("records"))
     table = recipes.recipes_table(grouped, by_run, args.baseline)
@@ -94,9 +96,9 @@ def report(argv=None):
     written += ["recipes.csv", "report.html"]
     print()
     print(recipes.format_recipes(table))
-    print(f"{cli.counted(len(found), 'run')} ({len(tested)} tested), {len(complete)} finished in "
-          f"{cli.counted(len(grouped), 'recipe')}; wrote {', '.join(written)} "
-          f"into {args.folder}")
+    with_post_hoc = f" and {cli.counted(len(post_hoc), 'post-hoc result')}" if post_hoc else ""
+    print(f"{cli.counted(len(found), 'run')} ({len(tested)} tested), {len(complete)} finished{with_post_hoc} in "
+          f"{cli.counted(len(grouped), 'recipe')}; wrote {', '.join(written)} into {args.folder}")
     return 0
 
 

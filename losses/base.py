@@ -65,10 +65,13 @@ class Declaration:
         return tuple(h.dest for h in self.hyper_parameters) + self.reads + (("drw",) if self.drw else ())
 
 
-def declare(name: str, summary: str, hyper_parameters=(), reads=(), drw=False, needs_counts=False, withdrawn=None):
-    """Class decorator: attach the objective's Declaration as `cls.declaration`."""
+def declare(name: str, summary: str, hyper_parameters=(), reads=(), drw=None, needs_counts=False, withdrawn=None):
+    """Class decorator: attach the objective's Declaration as `cls.declaration`. `drw` None (the
+    default): --drw applies exactly when the class is a PerSampleLoss, whose weighted mean DRW is;
+    its from_plan passes `deferred_reweighting(class_counts, args)` on to PerSampleLoss."""
     def attach(cls):
-        cls.declaration = Declaration(name, summary, cls, tuple(hyper_parameters), tuple(reads), drw,
+        applies = issubclass(cls, PerSampleLoss) if drw is None else drw
+        cls.declaration = Declaration(name, summary, cls, tuple(hyper_parameters), tuple(reads), applies,
                                       needs_counts, withdrawn)
         return cls
     return attach

@@ -12,7 +12,7 @@ CB_BETA = HyperParameter(
          "classes equally (default: %(default)s)")
 
 
-@declare("ERM", "mean cross-entropy", drw=True)
+@declare("ERM", "mean cross-entropy")
 class CrossEntropy(PerSampleLoss):
     """ERM: the mean cross-entropy (with DRW, the class-balanced weighted mean from --drw on)."""
 
@@ -29,16 +29,17 @@ class ClassBalancedCrossEntropy(PerSampleLoss):
     """CB (Cui et al., CVPR 2019): sum_i w_{y_i} CE_i / N, with class_balanced_weights (sum K).
 
     Divided by N, not by sum w: the paper normalises the weights to sum K precisely so that the
-    loss keeps the scale of plain CE. beta = 0 is ERM.
+    loss keeps the scale of plain CE. beta = 0 is ERM. With --drw (same --cb-beta) the DRW weights
+    come on top from their epoch on: sum_i v_{y_i} w_{y_i} CE_i / sum_i v_{y_i} (PerSampleLoss).
     """
 
-    def __init__(self, weights: torch.Tensor):
-        super().__init__()
+    def __init__(self, weights: torch.Tensor, **drw):
+        super().__init__(**drw)
         self.register_buffer("weights", weights)
 
     @classmethod
     def from_plan(cls, class_counts, args):
-        return cls(class_balanced_weights(class_counts, args.cb_beta))
+        return cls(class_balanced_weights(class_counts, args.cb_beta), **deferred_reweighting(class_counts, args))
 
     def per_sample(self, logits, targets):
         return self.weights[targets] * F.cross_entropy(logits, targets, reduction="none")
@@ -50,17 +51,19 @@ class ClassBalancedCrossEntropy(PerSampleLoss):
                         "cross-entropy (default: %(default)s)")])
 class LogitAdjustedLoss(PerSampleLoss):
     """LA (Menon et al., "Long-Tail Learning via Logit Adjustment", ICLR 2021): CE(z + tau log pi).
-    tau = 1 is Balanced Softmax (Ren et al., NeurIPS 2020); tau = 0 is ERM.
+    tau = 1 is Balanced Softmax (Ren et al., NeurIPS 2020); tau = 0 is ERM. With --drw, from its
+    epoch on, sum_i w_{y_i} l_i / sum_i w_{y_i} (PerSampleLoss): with --mixup, the "mixup + DRW +
+    Balanced Softmax" of the BagofTricks-LT combination table.
     """
 
-    def __init__(self, class_counts: torch.Tensor, tau: float):
-        super().__init__()
+    def __init__(self, class_counts: torch.Tensor, tau: float, **drw):
+        super().__init__(**drw)
         log_prior = torch.log(class_counts.to(torch.float64) / class_counts.sum())
         self.register_buffer("adjustment", (tau * log_prior).float())
 
     @classmethod
     def from_plan(cls, class_counts, args):
-        return cls(class_counts, args.la_tau)
+        return cls(class_counts, args.la_tau, **deferred_reweighting(class_counts, args))
 
     def per_sample(self, logits, targets):
         return F.cross_entropy(logits + self.adjustment, targets, reduction="none")

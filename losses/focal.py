@@ -28,7 +28,7 @@ def focal_alpha(text: str):
         raise argparse.ArgumentTypeError(f"must be a number in (0, 1] or 'cb', got {text!r}") from e
 
 
-@declare("FL", "focal loss (--flgamma, --flalpha)", drw=True, reads=["cb_beta"], hyper_parameters=[
+@declare("FL", "focal loss (--flgamma, --flalpha)", reads=["cb_beta"], hyper_parameters=[
     HyperParameter("--flgamma", 2.0, type=non_negative_float, search=Uniform(0.0, 5.0),
                    help="FL: focusing parameter gamma; 0 is cross-entropy (default: %(default)s)"),
     HyperParameter("--flalpha", None, type=focal_alpha, search=Choice((None, "cb")),

@@ -8,7 +8,7 @@ from toolkit.cli import non_negative_float, positive_float
 from toolkit.space import HyperParameter, LogUniform, Uniform
 
 
-@declare("LDAM", "label-distribution-aware margin, cosine classifier (--ldam-max-m, --ldam-s)", drw=True,
+@declare("LDAM", "label-distribution-aware margin, cosine classifier (--ldam-max-m, --ldam-s)",
          needs_counts=True, hyper_parameters=[
              HyperParameter("--ldam-max-m", 0.5, type=non_negative_float, search=Uniform(0.1, 1.0),
                             help="LDAM: margin of the rarest class; the others get max_m * (n_rarest / n_c)^(1/4) "

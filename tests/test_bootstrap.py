@@ -234,6 +234,14 @@ def test_logit_adjust_tau_changes_the_numbers_by_the_prior(copied, run):
     assert pd.read_csv(run_dir / "logit-adjusted" / "test_metrics.csv").loc[0, "tau"] == 1.5
 
 
+def rotate_test_classes(dataset, names=("alpha", "beta", "gamma")):
+    """Move every test image to another class folder (alpha -> beta -> gamma -> alpha)."""
+    for name in names:
+        (dataset / "test" / name).rename(dataset / "test" / f"{name}.old")
+    for name, target in zip(names, names[1:] + names[:1]):
+        (dataset / "test" / f"{name}.old").rename(dataset / "test" / target)
+
+
 def test_logit_adjust_auto_chooses_tau_on_the_valid_split_only(copied, run, monkeypatch):
     args, run_dir, dataset = copied
     seen = []
@@ -252,11 +260,7 @@ def test_logit_adjust_auto_chooses_tau_on_the_valid_split_only(copied, run, monk
 
     # turn the test split upside down (every image moves to another class): tau and what the
     # choice saw stay the same, the test numbers change
-    names = ["alpha", "beta", "gamma"]
-    for name in names:
-        (dataset / "test" / name).rename(dataset / "test" / f"{name}.old")
-    for name, target in zip(names, names[1:] + names[:1]):
-        (dataset / "test" / f"{name}.old").rename(dataset / "test" / target)
+    rotate_test_classes(dataset)
     before = pd.read_csv(run_dir / "logit-adjusted" / "test_metrics.csv")
     assert run("2_test", *args, "--logit-adjust", "auto")[0] == 0
     assert pd.read_csv(run_dir / "logit-adjusted" / "test_metrics.csv").equals(before)  # other data: kept

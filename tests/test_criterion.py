@@ -72,7 +72,7 @@ def value(module, rows=LOGITS, targets=TARGETS):
 VARIANTS = {
     "ERM": {}, "ERM-DRW": {"drw": 2}, "CCE": {}, "COT": {}, "FL": {}, "FL-alpha": {"flalpha": 0.25},
     "FL-cb-DRW": {"flalpha": "cb", "drw": 2}, "SPBL": {}, "GHMC": {}, "CB": {}, "LDAM": {},
-    "LDAM-DRW": {"drw": 2}, "LA": {}, "ALRP": {},
+    "LDAM-DRW": {"drw": 2}, "LA": {}, "ALRP": {}, "CB-DRW": {"drw": 2}, "LA-DRW": {"drw": 2},
 }
 
 
@@ -113,10 +113,43 @@ def test_unknown_objective_lists_valid_names():
         build("XYZ")
 
 
-@pytest.mark.parametrize("name", ["CCE", "COT", "SPBL", "GHMC", "CB", "LA"])
-def test_drw_only_with_erm_fl_ldam(name):
-    with pytest.raises(UserError, match="--drw works only with --objective ERM, FL, LDAM"):
+@pytest.mark.parametrize("name", ["CCE", "COT", "SPBL", "GHMC", "ALRP"])
+def test_drw_only_with_the_per_sample_objectives(name):
+    with pytest.raises(UserError, match="--drw works only with --objective ERM, FL, CB, LDAM, LA, not"):
         build(name, drw=3)
+
+
+def test_drw_applies_exactly_to_the_per_sample_losses():
+    for row in criterion.OBJECTIVES.values():
+        assert row.drw == issubclass(row.loss, PerSampleLoss) == (row.loss.mixing_refusal is None), row.name
+
+
+def test_cb_with_drw_multiplies_both_weights_and_divides_by_the_drw_weights():
+    module = build("CB", cb_beta=0.9, drw=2)
+    w = cb_weights(COUNTS, 0.9)  # the same beta for CB's own weights and DRW's
+    ce = [cross_entropy(r, y) for r, y in zip(LOGITS, TARGETS)]
+    module.set_epoch(0, 10)  # before DRW: CB itself, sum w CE / N
+    assert value(module) == pytest.approx(sum(w[y] * c for y, c in zip(TARGETS, ce)) / 3, rel=1e-6)
+    module.set_epoch(1, 10)
+    expected = sum(w[y] * w[y] * c for y, c in zip(TARGETS, ce)) / sum(w[y] for y in TARGETS)
+    assert value(module) == pytest.approx(expected, rel=1e-6)
+
+
+def test_mixed_la_with_drw_is_the_mixup_criterion_of_two_weighted_balanced_softmax_losses():
+    """mixup + DRW + Balanced Softmax by hand: lam * sum w_a l_a / sum w_a + (1 - lam) * (same for b),
+    l = CE(z + log prior)."""
+    from losses.base import MixedTargets
+    module = build("LA", cb_beta=0.99, drw=1)
+    module.set_epoch(0, 10)
+    w, prior = cb_weights(COUNTS, 0.99), [n / sum(COUNTS) for n in COUNTS]
+    shifted = [[z + math.log(p) for z, p in zip(row, prior)] for row in LOGITS]
+    a, b, lam = [0, 2, 1], [1, 0, 0], 0.3
+
+    def weighted(targets):
+        return sum(w[y] * cross_entropy(r, y) for r, y in zip(shifted, targets)) / sum(w[y] for y in targets)
+    mixed = MixedTargets(torch.tensor(a), torch.tensor(b), torch.tensor(lam))
+    got = module(torch.tensor(LOGITS), mixed).item()
+    assert got == pytest.approx(lam * weighted(a) + (1 - lam) * weighted(b), rel=1e-6)
 
 
 @pytest.mark.parametrize("name, overrides", [
@@ -313,7 +346,7 @@ def test_ghmc_with_one_bin_is_erm_over_batches_of_any_size():
         assert value(module, rows, targets) == pytest.approx(erm_value(rows, targets), rel=1e-6)
 
 
-@pytest.mark.parametrize("variant", ["ERM-DRW", "FL-cb-DRW", "LDAM-DRW"])
+@pytest.mark.parametrize("variant", ["ERM-DRW", "FL-cb-DRW", "LDAM-DRW", "CB-DRW", "LA-DRW"])
 def test_drw_before_its_epoch_is_the_plain_objective(variant):
     name, overrides = variant.split("-")[0], dict(VARIANTS[variant], drw=5)
     with_drw = build(name, **overrides)

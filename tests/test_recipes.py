@@ -284,3 +284,40 @@ def test_a_run_from_before_an_option_groups_with_what_it_trained_with():
     assert (older["alrp_ranking"], older["alrp_tau"]) == ("pooled", 0.0)
     assert {k: v for k, v in older.items() if k not in ("alrp_ranking", "alrp_tau")} == \
         {k: v for k, v in plan.defaults().items() if k not in ("alrp_ranking", "alrp_tau")}
+
+
+def post_hoc(run_dir, folder, bacc, **extra):
+    """A 2_test.py post-hoc result folder inside a run (RUN/logit-adjusted/, RUN/tau-normalised/)."""
+    (run_dir / folder).mkdir()
+    pd.DataFrame([{"split": "test", "checkpoint": "1.00.pth", **extra, "acc": bacc + 5, "bacc": bacc,
+                   "macro_f1": bacc - 2}]).to_csv(run_dir / folder / "test_metrics.csv", index=False)
+
+
+def test_post_hoc_folders_are_recipes_of_their_own_paired_with_their_runs(tmp_path, run):
+    for seed, (erm, adjusted, normalised) in enumerate([(80.0, 84.0, 81.0), (79.0, 85.0, 80.0), (83.0, 86.0, 83.0)]):
+        run_dir = fake_run(tmp_path, seed=seed, bacc=erm)
+        post_hoc(run_dir, "logit-adjusted", adjusted, tau=1.0)
+        post_hoc(run_dir, "tau-normalised", normalised, tau_norm=0.5)
+    folder = tmp_path / "ResNet32" / "demo"
+    code, out, err = run("4_report", folder, "--baseline", "ERM")
+    assert code == 0, err
+    table = pd.read_csv(folder / "recipes.csv").set_index("objective")
+    assert list(table.index) == ["ERM", "ERM+logit-adjusted", "ERM+tau-normalised"]
+    assert table.loc["ERM+logit-adjusted", "runs"] == 3
+    assert table.loc["ERM+logit-adjusted", "test_bacc_mean"] == pytest.approx(85.0)
+    assert table.loc["ERM+logit-adjusted", "bacc_diff_mean"] == pytest.approx((4 + 6 + 3) / 3)
+    assert table.loc["ERM+tau-normalised", "bacc_diff_mean"] == pytest.approx((1 + 1 + 0) / 3)
+    assert table.loc["ERM+tau-normalised", "matched_seeds"] == "0 1 2"
+    assert "ERM+tau-normalised" in out
+    assert len(pd.read_csv(folder / "summary.csv")) == 3  # the runs themselves, once each
+
+
+def test_second_stages_on_each_seeds_first_stage_run_are_one_recipe(tmp_path):
+    stage1 = tmp_path / "stage1" / "ResNet32" / "demo" / "ERM"
+    for seed in (0, 1):
+        fake_run(tmp_path, objective="CB-MaxNorm", seed=seed,
+                 pretrained=str(stage1 / f"2026-01-01-00-0{seed}-00" / "91.43.pth"), max_norm=0.1)
+    fake_run(tmp_path, objective="CB-MaxNorm", seed=2, pretrained="/weights/imagenet.pth", max_norm=0.1)
+    found = grouped(tmp_path)
+    assert [len(r.run_dirs) for r in found] == [2, 1]
+    assert found[0].settings["pretrained"] == (stage1 / "*" / "<best>.pth").as_posix()

@@ -51,8 +51,10 @@ def test_two_plus_two_epochs_equal_four(tiny, run, objective):
 
 
 @pytest.mark.parametrize("objective, options", [("ERM", []), ("SPBL", []),
-                                                ("ERM", ["--augment", "randaugment", "--mixup", "0.2"])])
+                                                ("ERM", ["--augment", "randaugment", "--mixup", "0.2"]),
+                                                ("ERM", ["--sam", "0.5", "--max-norm", "0.5"])])
 def test_ctrl_c_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny, run, monkeypatch, objective, options):
+    folder = objective + ("-SAM-MaxNorm" if "--sam" in options else "")  # MaxNorm's threshold is in last.pth
     whole, cut = tiny.logs / "whole", tiny.logs / "cut"
     assert run("1_train", *train_args(tiny, whole, "--epochs", "3", "--objective", objective, *options))[0] == 0
     choose, calls = augment.batch_augmentation, []
@@ -70,7 +72,7 @@ def test_ctrl_c_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny, run, mon
     monkeypatch.setattr(augment, "batch_augmentation", interrupted_on_the_fifth_batch)
     code, out, err = run("1_train", *train_args(tiny, cut, "--epochs", "3", "--objective", objective, *options))
     assert code == 130, err
-    stopped = only_run(cut, objective)
+    stopped = only_run(cut, folder)
     assert f"to continue: python 1_train.py --resume {stopped}" in out
     state = torch.load(stopped / "last.pth", weights_only=True)
     assert (state["epoch"], state["batch"]) == (1, 2)
@@ -79,7 +81,7 @@ def test_ctrl_c_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny, run, mon
     code, out, err = run("1_train", "--resume", stopped, "--no-progress")
     assert code == 0, err
     assert "after epoch 1, batch 2" in out
-    assert_same_run(only_run(whole, objective), stopped)
+    assert_same_run(only_run(whole, folder), stopped)
 
 
 def test_resume_by_datetime_and_what_may_not_change(tiny, run):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from toolkit import sam
 from toolkit.augment import counted_labels
 from toolkit.cli import UserError, progress_bar
 from toolkit.data import Batches
@@ -161,6 +162,8 @@ class Engine:
     distributed: "Distributed" = None
     mix: object = None  # (inputs, labels, generator) -> (inputs, MixedTargets), or None
     update_frozen_bn: bool = False  # frozen BatchNorm layers update their running statistics too
+    sam_rho: float | None = None  # --sam: each optimiser step becomes SAM's two-pass step (toolkit/sam.py)
+    max_norm: object = None  # --max-norm: weight_balancing.MaxNorm, projected after every optimiser step
 
     def __post_init__(self):
         if self.forward is None:  # not `or`: a compiled Sequential has no truth value
@@ -175,26 +178,51 @@ class Engine:
                 group["lr"] = group["initial_lr"] * factor
         return self.optimizers[0].param_groups[0]["lr"]
 
-    def step(self, optimizer, loss):
+    def backward(self, optimizer, loss):
         optimizer.zero_grad(set_to_none=True)
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def update(self, optimizer):
+        """The optimiser's step with the gradients in place (through the scaler under fp16)."""
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.step(optimizer)
             self.scaler.update()
         else:
-            loss.backward()
             optimizer.step()
+        if self.max_norm is not None:
+            self.max_norm.project()
+
+    def step(self, optimizer, loss):
+        self.backward(optimizer, loss)
+        self.update(optimizer)
+
+    def sam_step(self, optimizer, step_loss, x, labels, loss):
+        """SAM (toolkit/sam.py): gradients at w, the same batch again at w + e with BatchNorm's
+        statistics kept, then the optimiser's step from w with the second pass's gradients."""
+        self.backward(optimizer, loss)
+        saved = sam.ascend(optimizer, self.sam_rho)
+        with sam.batchnorm_statistics_kept(self.model):
+            perturbed = self.loss_of(step_loss, x, labels)[1]
+        self.backward(optimizer, perturbed)
+        sam.descend(saved)
+        self.update(optimizer)
+
+    def loss_of(self, step_loss, x, labels) -> tuple:
+        with autocast(self.device, self.precision):
+            logits = self.forward(x)
+        return logits, step_loss(logits, labels)
 
     def steps(self, step_losses, x, labels) -> tuple:
         """One optimiser step for each of the objective's step losses, each on its own forward
-        pass; returns the first pass's logits and loss (the ones logged). `labels` is a tensor,
-        or MixedTargets for a mixed batch."""
+        pass (two with --sam); returns the first pass's logits and loss (the ones logged, at the
+        unperturbed weights). `labels` is a tensor, or MixedTargets for a mixed batch."""
         logged = None
         for optimizer, step_loss in zip(self.optimizers, step_losses, strict=True):
-            with autocast(self.device, self.precision):
-                logits = self.forward(x)
-            loss = step_loss(logits, labels)
-            self.step(optimizer, loss)
+            logits, loss = self.loss_of(step_loss, x, labels)
+            if self.sam_rho is not None:
+                self.sam_step(optimizer, step_loss, x, labels, loss)
+            else:
+                self.step(optimizer, loss)
             logged = logged or (logits, loss)
         return logged
 

@@ -345,13 +345,37 @@ def choose_tau(labels, logits, train_counts, grid=TAU_GRID) -> tuple:
     smaller tau; returns (tau, {tau: bacc}). Give it VALIDATION labels and logits: a tau chosen
     on the test split makes the test numbers optimistic."""
     labels, logits = _as_numpy(labels, logits)
+    return _best_on_grid(labels, lambda tau: adjust_logits(logits, train_counts, tau), grid)
+
+
+def _best_on_grid(labels, logits_at, grid) -> tuple:
+    """The tau of `grid` whose logits_at(tau) give the highest balanced accuracy, ties to the smaller."""
     present = np.unique(labels)
-    found = {}
-    for tau in sorted(grid):
-        preds = adjust_logits(logits, train_counts, tau).argmax(axis=1)
-        found[tau] = float(_recalls(labels, preds, present).mean())
+    found = {tau: float(_recalls(labels, np.asarray(logits_at(tau)).argmax(axis=1), present).mean())
+             for tau in sorted(grid)}
     best = max(found.values())
     return next(tau for tau, value in found.items() if value == best), found
+
+
+def tau_normalised_logits(features, weight, tau: float) -> np.ndarray:
+    """tau-normalisation (Kang et al., "Decoupling Representation and Classifier for Long-Tailed
+    Recognition", ICLR 2020): the classifier's rows w_c divided by ||w_c||^tau, the logits f . w_c /
+    ||w_c||^tau, the bias dropped, as the authors' script does (facebookresearch/classifier-balancing
+    `tau_norm.py`:102-107 `pnorm`, :82-96 logits by dot product alone). tau 0 is the classifier
+    without its bias; tau 1 gives every class a unit-norm row. `features` (N, D) are the
+    classifier's inputs, `weight` (K, D) its weights."""
+    features, weight = _to_numpy(features).astype(np.float64), _to_numpy(weight).astype(np.float64)
+    norms = np.linalg.norm(weight, axis=1, keepdims=True)
+    return features @ (weight / norms ** tau).T
+
+
+def choose_tau_norm(labels, features, weight, grid=TAU_GRID) -> tuple:
+    """The tau of `grid` (0, 0.1, ..., 2, the authors' np.linspace(0, 2, 21), `tau_norm.py`:110)
+    with the highest balanced accuracy, ties to the smaller; returns (tau, {tau: bacc}). Give it
+    VALIDATION labels and features: the authors' script scores each tau on the split it is
+    given, and one chosen on the test split makes the test numbers optimistic."""
+    labels = _to_numpy(labels).astype(np.int64).reshape(-1)
+    return _best_on_grid(labels, lambda tau: tau_normalised_logits(features, weight, tau), grid)
 
 
 def format_value(value, low=None, high=None) -> str:

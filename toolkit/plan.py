@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 import criterion
-from toolkit import arguments, augment, cli, runs, sampling
+from toolkit import arguments, augment, cli, runs, sam, sampling
 
 WARMUP_EPOCHS = 5
 MONITORS = ("acc", "bacc", "macro_f1")
@@ -48,6 +48,15 @@ def build_parser():
                    help=f"raise the learning rate linearly over the first {WARMUP_EPOCHS} epochs")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay (default: 5e-4)")
+    p.add_argument("--sam", type=cli.positive_float, nargs="?", const=sam.USUAL_RHO, metavar="RHO",
+                   help=f"sharpness-aware minimisation (Foret et al. 2021): each step takes the gradient at w + RHO "
+                        f"g/||g||, a second pass on the batch; --sam alone is RHO {sam.USUAL_RHO} (Saddle-LongTail "
+                        f"used 0.5 for CE + DRW on CIFAR-10-LT); runs go to <objective>-SAM/ (default: off)")
+    p.add_argument("--max-norm", type=cli.non_negative_float, metavar="THRESH",
+                   help="weight balancing's MaxNorm (Alshammari et al. 2022): after each step, the classifier's "
+                        "per-class weight rows are scaled down to norm min + THRESH (max - min) of their norms at "
+                        "the start, e.g. 0.1 in their stage 2 (--pretrained STAGE1 --freeze-backbone --objective CB "
+                        "--weight-decay 0.1); runs go to <objective>-MaxNorm/ (default: off)")
     p.add_argument("--monitor", choices=MONITORS, default="acc",
                    help="validation metric that picks (and names) the best checkpoint (default: acc)")
     p.add_argument("--early-stop", type=cli.positive_int, metavar="N",
@@ -177,8 +186,10 @@ def resumed_args(args, given: set, parser):
 
 
 def recipe_name(args) -> str:
-    """The objective's folder name: deferred re-weighting is its own recipe, e.g. LDAM-DRW."""
-    return args.objective + ("-DRW" if args.drw else "")
+    """The objective's folder name: deferred re-weighting, SAM and MaxNorm make recipes of their
+    own, e.g. LDAM-DRW, ERM-DRW-SAM, CB-MaxNorm."""
+    return (args.objective + ("-DRW" if args.drw else "") + ("-SAM" if getattr(args, "sam", None) else "")
+            + ("-MaxNorm" if getattr(args, "max_norm", None) is not None else ""))
 
 
 def defaults() -> dict:

@@ -99,7 +99,7 @@ def group_runs(run_dirs: list, defaults: dict | None = None) -> list:
     found = {}
     for run_dir in run_dirs:
         args = runs.read_args(run_dir)
-        recipe = Recipe(args.get("model_name", "?"), args.get("dataset", "?"), Path(run_dir).parent.name,
+        recipe = Recipe(args.get("model_name", "?"), args.get("dataset", "?"), runs.recipe_folder(run_dir),
                         recipe_settings(args, defaults))
         found.setdefault(recipe.key, recipe).run_dirs.append(Path(run_dir))
     recipes = list(found.values())

@@ -22,6 +22,8 @@ DATETIME_FORMAT = "%Y-%m-%d-%H-%M-%S"
 DATETIME_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}")
 BEST_CHECKPOINT = re.compile(r"-?\d+\.\d+\.pth")
 LOG_COLUMNS = ["epoch", "loss", "acc", "top5acc", "lr"]
+# 2_test.py's folders of a run's post-hoc corrections (--logit-adjust, --tau-norm): each a recipe of its own
+POST_HOC = ("logit-adjusted", "tau-normalised")
 
 
 # ---------------------------------------------------------------- run directories
@@ -203,8 +205,25 @@ def restore_rng_states(states: dict):
 
 # ---------------------------------------------------------------- reading finished runs
 
+def run_of(path: Path) -> Path:
+    """The run directory of a run, or of a post-hoc result folder inside one (RUN/logit-adjusted)."""
+    path = Path(path)
+    return path.parent if path.name in POST_HOC else path
+
+
+def recipe_folder(path: Path) -> str:
+    """The objective folder a run is in, e.g. LDAM-DRW; for a post-hoc result, e.g. ERM+logit-adjusted."""
+    path = Path(path)
+    return f"{path.parent.parent.name}+{path.name}" if path.name in POST_HOC else path.parent.name
+
+
+def post_hoc_results(run_dirs: list) -> list:
+    """The post-hoc result folders of these runs that 2_test.py has written (test_metrics.csv)."""
+    return [Path(d) / name for d in run_dirs for name in POST_HOC if (Path(d) / name / "test_metrics.csv").is_file()]
+
+
 def read_args(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "args.json").read_text())
+    return json.loads((run_of(run_dir) / "args.json").read_text())
 
 
 def read_record(run_dir: Path) -> RunRecord:
@@ -212,17 +231,18 @@ def read_record(run_dir: Path) -> RunRecord:
 
 
 def read_log(run_dir: Path, split: str) -> pd.DataFrame:
-    path = Path(run_dir) / f"{split}.csv"
+    path = run_of(run_dir) / f"{split}.csv"
     return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=LOG_COLUMNS)
 
 
 def run_summary(run_dir: Path) -> dict:
-    """One row of 4_report's summary: what ran, its best validation epoch, its test metrics."""
+    """One row of 4_report's summary: what ran, its best validation epoch, its test metrics (for a
+    post-hoc result folder, the run's training and the folder's test metrics)."""
     record = read_record(run_dir)
     valid = read_log(run_dir, "valid")
     monitor = record.monitor
-    row = {"model": record.model_name, "dataset": record.dataset, "objective": Path(run_dir).parent.name,
-           "augment": augment.describe(read_args(run_dir)), "datetime": Path(run_dir).name, "epochs": len(valid),
+    row = {"model": record.model_name, "dataset": record.dataset, "objective": recipe_folder(run_dir),
+           "augment": augment.describe(read_args(run_dir)), "datetime": run_of(run_dir).name, "epochs": len(valid),
            "monitor": monitor,
            "best_valid": float("nan"), "best_epoch": float("nan")}
     if len(valid) and monitor in valid:

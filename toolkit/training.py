@@ -14,7 +14,7 @@ import torch
 
 import criterion
 import get_model
-from toolkit import augment, data, engine, metrics, plan, plots, runs, sampling
+from toolkit import augment, data, engine, metrics, plan, plots, runs, sampling, weight_balancing
 from toolkit.cli import StopSignals, UserError, counted
 from toolkit.files import save_tensors
 from toolkit.record import Checkpoint, RunRecord, load_checkpoint
@@ -114,7 +114,9 @@ def build_engine(args, model, loss, device, distributed, mixing=None) -> engine.
                         optimizers=sgd_optimizers(model, len(loss.step_losses()), args),
                         lr_factor=engine.lr_schedule(args.lrstep, args.lrstepgamma,
                                                      plan.WARMUP_EPOCHS if args.warmup else 0),
-                        distributed=distributed, mix=mixing, update_frozen_bn=args.update_bn_stats)
+                        distributed=distributed, mix=mixing, update_frozen_bn=args.update_bn_stats, sam_rho=args.sam)
+    if args.max_norm is not None:
+        run.max_norm = weight_balancing.MaxNorm(model, args.max_norm)
     run.scaler = torch.amp.GradScaler(device.type) if run.precision.needs_scaler else None
     run.forward = engine.wrap_for_distribution(model, distributed, device)
     if args.compile:
@@ -172,6 +174,7 @@ def save_last(run_dir, setup: Setup, position: Position):
     resume = {"best": position.best, "optimizers": [o.state_dict() for o in run.optimizers],
               "scaler": run.scaler.state_dict() if run.scaler else None,
               "criterion": run.criterion.state_dict(), "rng": runs.rng_states(),
+              "max_norm": run.max_norm.state_dict() if run.max_norm else None,
               "batch": unfinished.batch if unfinished else 0,
               "epoch_sums": unfinished.sums if unfinished else None,
               "generator": position.generator_state if unfinished else None}
@@ -201,6 +204,8 @@ def restore(run_dir, setup: Setup) -> Position:
         raise UserError(f"cannot resume {run_dir}: its {setup.record.objective} state was written by another "
                         f"version of the objective ({str(e).splitlines()[0]}); start a new run") from None
     runs.restore_rng_states(saved["rng"])
+    if run.max_norm is not None:
+        run.max_norm.load_state_dict(saved["max_norm"])
     unfinished = engine.EpochProgress(saved["batch"], saved["epoch_sums"]) if saved["batch"] else None
     return Position(checkpoint.epoch, saved["batch"], saved["best"], unfinished, saved["generator"])
 

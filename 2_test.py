@@ -155,12 +155,15 @@ def stored_settings(folder: Path):
         return None
 
 
+POST_HOC_COLUMNS = ("tau", "tau_norm")  # how --logit-adjust and --tau-norm changed the logits
+
+
 def write_test(out_dir: Path, settings: dict, labels, logits, split, dataset, record, args):
     names, counts = record.class_names, record.class_counts
     scores = metrics.test_metrics(labels, logits, counts, tuple(args.shot_thresholds))
     if args.bootstrap:
         scores = metrics.with_intervals(scores, metrics.bootstrap_intervals(labels, logits, args.bootstrap))
-    adjusted = {"tau": settings["tau"]} if "tau" in settings else {}
+    adjusted = {key: settings[key] for key in POST_HOC_COLUMNS if key in settings}
     confusion = metrics.confusion_matrix(labels, logits.argmax(1), len(names))
     relative_paths = [str(p.relative_to(dataset)) for p in split.paths]
     files.write_csv(out_dir / "test_metrics.csv",

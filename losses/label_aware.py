@@ -4,7 +4,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from losses.base import PerSampleLoss, declare
+from losses.base import PerSampleLoss, declare, deferred_reweighting
 from toolkit.cli import number_in
 from toolkit.space import Choice, HyperParameter, Uniform
 
@@ -61,13 +61,14 @@ class LabelAwareSmoothing(PerSampleLoss):
     class. Their learnable weight scaling of the logits (LWS, methods.py:67-73) is not part of it.
     """
 
-    def __init__(self, epsilons: torch.Tensor):
-        super().__init__()
+    def __init__(self, epsilons: torch.Tensor, **drw):
+        super().__init__(**drw)
         self.register_buffer("epsilons", epsilons)
 
     @classmethod
     def from_plan(cls, class_counts, args):
-        return cls(label_aware_epsilons(class_counts, args.las_head, args.las_tail, args.las_shape))
+        return cls(label_aware_epsilons(class_counts, args.las_head, args.las_tail, args.las_shape),
+                   **deferred_reweighting(class_counts, args))
 
     def per_sample(self, logits, targets):
         log_p = F.log_softmax(logits, dim=1)

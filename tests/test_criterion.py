@@ -115,8 +115,15 @@ def test_unknown_objective_lists_valid_names():
 
 @pytest.mark.parametrize("name", ["CCE", "COT", "SPBL", "GHMC", "ALRP"])
 def test_drw_only_with_the_per_sample_objectives(name):
-    with pytest.raises(UserError, match="--drw works only with --objective ERM, FL, CB, LDAM, LA, not"):
+    with pytest.raises(UserError, match="--drw works only with --objective ERM, FL, CB, LDAM, LA, LAS, not"):
         build(name, drw=3)
+
+
+@pytest.mark.parametrize("name", [n for n, row in criterion.OBJECTIVES.items() if row.drw])
+def test_every_objective_that_takes_drw_switches_it_on(name):
+    """--drw is never silently ignored: the built loss re-weights from that epoch on."""
+    module = build(name, drw=3)
+    assert module.drw_start == 3 and module.drw_weights.shape == (len(COUNTS),)
 
 
 def test_drw_applies_exactly_to_the_per_sample_losses():

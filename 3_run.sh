@@ -4,9 +4,10 @@
 #   bash 3_run.sh            the demo plan (below) on the embedded digits-lt dataset, 2-5 min on 2 CPU cores
 #   bash 3_run.sh PLAN       another plan of this file:
 #       objectives           every objective on digits-lt, same model, epochs and seed (~15 min on 2 CPU cores)
-#       compare              every objective x seeds 0 1 2 on digits-lt, each tested, then the recipes report
-#                            against ERM: intervals over seeds, paired differences, report.html
-#                            (33 runs, ~25-45 min on 2 CPU cores, one run at a time; runs already in
+#       compare              every objective, LDAM-DRW, mixup + DRW + Balanced Softmax and CE + DRW + SAM x seeds
+#                            0 1 2 on digits-lt, each tested (ERM also post-hoc logit-adjusted and tau-normalised),
+#                            then the recipes report against ERM: intervals over seeds, paired differences,
+#                            report.html (42 runs, ~35-60 min on 2 CPU cores, one run at a time; runs already in
 #                            logs/ResNet32/digits-lt join their recipes: start from an empty folder)
 #       cifar10-lt           CIFAR-10-LT (imbalance 100) from your CIFAR-10 files at CIFAR_ROOT, the LDAM-DRW paper's
 #                            schedule: ERM, LA, LDAM-DRW x seeds 0 1 2, then the recipes report (9 runs of 200
@@ -67,6 +68,14 @@ compare() {
         done
         python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=LDAM --drw 21 $DEMO_SCHEDULE --seed $seed
         python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=LDAM-DRW
+        # the literature's recipes: mixup + DRW + Balanced Softmax, CE + DRW + SAM, and two post-hoc
+        # corrections of the ERM run (each a recipe of its own in the report)
+        python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=LA --mixup 0.2 --drw 21 $DEMO_SCHEDULE --seed $seed
+        python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=LA-DRW
+        python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=ERM --drw 21 --sam 0.05 $DEMO_SCHEDULE --seed $seed
+        python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=ERM-DRW-SAM
+        python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=ERM --logit-adjust auto
+        python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=ERM --tau-norm auto
     done
     # runs that differ only in --seed form one recipe; each recipe against ERM on the seeds both have
     python 4_report.py logs/ResNet32/$DATASET --baseline ERM

@@ -2,6 +2,7 @@
 import argparse
 import functools
 import importlib
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -101,6 +102,16 @@ def tiny(roots, run):
     roots.name = "tiny"
     roots.data_args = ["--dataset", "tiny", "--data-root", roots.data, "--logs-root", roots.logs]
     return roots
+
+
+# what 2_test.py writes into a run directory: other tests test the shared run in place
+TEST_OUTPUTS = ("test_metrics.csv", "per_class.csv", "predictions.csv", "confusion_matrix.*", "reliability.svg",
+                "test_settings.json", "logit-adjusted", "tau-normalised", "bootstrap-*", "shots-*", "data-*")
+
+
+def copy_untested(logs: Path, target: Path) -> None:
+    """A copy of a logs folder without any test results, as its runs were when training ended."""
+    shutil.copytree(logs, target, ignore=shutil.ignore_patterns(*TEST_OUTPUTS))
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import copy_untested
 from sklearn import metrics as skm
 
 from toolkit import metrics, runs
@@ -163,7 +164,7 @@ TEST_FILES = ("test_metrics.csv", "per_class.csv", "predictions.csv", "confusion
 @pytest.fixture
 def copied(trained_run, tmp_path):
     """The shared trained run, in a logs folder and dataset of this test's own."""
-    shutil.copytree(trained_run.logs, tmp_path / "logs")
+    copy_untested(trained_run.logs, tmp_path / "logs")
     shutil.copytree(trained_run.data, tmp_path / "data")
     args = ["--model_index", "41", "--precision", "fp32", "--no-progress", "--dataset", "tiny",
             "--data-root", tmp_path / "data", "--logs-root", tmp_path / "logs"]

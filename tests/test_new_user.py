@@ -8,7 +8,7 @@ import warnings
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, make_source
+from conftest import REPO, copy_untested, make_source
 from test_bad_input import assert_user_error, no_runs, train_args
 from test_recipes import fake_run
 
@@ -112,7 +112,7 @@ def test_the_split_decodes_every_image_and_leaves_out_the_unreadable_ones(roots,
 
 @pytest.fixture
 def tested_copy(trained_run, tmp_path, run):
-    shutil.copytree(trained_run.logs, tmp_path / "logs")
+    copy_untested(trained_run.logs, tmp_path / "logs")
     run_dir = next((tmp_path / "logs" / "ResNet20" / "tiny" / "ERM").iterdir())
     code, _, err = run("2_test", "--run", run_dir, "--precision", "fp32", "--no-progress", "--bootstrap", "50",
                        "--data-root", trained_run.data)

@@ -379,6 +379,8 @@ class Reporter:
     def __call__(self, run_dir, epoch, valid_row, best) -> bool:
         if self.trial.user_attrs.get("run_dir") != str(run_dir):
             self.trial.set_user_attr("run_dir", str(run_dir))
+        if valid_row is None:  # the run directory is open, no epoch trained yet
+            return False
         self.trial.report(best["value"], epoch)
         if self.prune and epoch < self.epochs and self.trial.should_prune():  # the last epoch is paid for
             self.pruned_at = epoch

@@ -304,9 +304,7 @@ def postgres_url():
     subprocess.run([*as_user, binaries / "pg_ctl", "-D", data, "-w", "-l", folder / "log", "-o",
                     f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
     try:
-        subprocess.run([*as_user, binaries / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                        "search"], check=True, capture_output=True)
-        yield f"postgresql://postgres@127.0.0.1:{port}/search"
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"  # the database initdb makes
     finally:
         subprocess.run([*as_user, binaries / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)

@@ -390,7 +390,7 @@ class Reporter:
 
 def search_objective(settings: Settings):
     def objective(trial) -> float:
-        if claimed_before(trial.study, trial.number) >= settings.trials:
+        if settings.trials is not None and claimed_before(trial.study, trial.number) >= settings.trials:
             trial.set_user_attr("note", "surplus: the study had its trials")
             raise Surplus
         recipe = trial.suggest_categorical("recipe", settings.recipes)

@@ -39,6 +39,7 @@ SETTLE_EPOCHS = 2  # epochs a late change (DRW, DRS, SPBL's last stage) is given
 RETRIES = 3  # a trial killed mid-way is retried this often
 POLL_SECONDS = 2.0
 HEARTBEAT = "heartbeat"
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM): retried on --resume"
 
 
 # ---------------------------------------------------------------- the space
@@ -396,6 +397,8 @@ def search_objective(settings: Settings):
         recipe = trial.suggest_categorical("recipe", settings.recipes)
         params = {h.dest: h.search.suggest(trial, h.dest) for h in recipe_knobs(recipe, set(settings.fixed))}
         resumed = resumable(trial)
+        if resumed:
+            trial.set_user_attr("note", "")  # a retry: not interrupted itself
         argv = (["--resume", str(resumed)] if resumed else
                 [*settings.train_argv, *recipe_argv(recipe, params, settings.epochs), "--seed", str(settings.seed)])
         args = plan.parse_args(argv)
@@ -403,11 +406,22 @@ def search_objective(settings: Settings):
         report = Reporter(trial, True, args.epochs)
         trained = train_trial(argv, report)
         if trained.exit_code:
+            trial.set_user_attr("note", INTERRUPTED)
             raise KeyboardInterrupt
         if report.pruned_at:
             raise optuna.TrialPruned(f"pruned after epoch {report.pruned_at}")
         return trained.best["value"]
     return objective
+
+
+def retry_interrupted(study):
+    """Queue again the trials a Ctrl-C stopped (a kill -9 is found by the heartbeat instead): their
+    copies resume the run directories where they stood."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {number for t in trials for number in t.system_attrs.get("retry_history", [])}
+    for t in trials:
+        if t.state == TrialState.FAIL and t.user_attrs.get("note") == INTERRUPTED and t.number not in retried:
+            RetryHeartbeatStaleTrialCallback(max_retry=RETRIES, inherit_intermediate_values=True)(study, t)
 
 
 def state_counts(study) -> dict:
@@ -427,6 +441,7 @@ def work(settings: Settings, worker: int = 0, threads: int | None = None, gpu: s
     study = load(settings, settings.study, worker)
     deadline = study.user_attrs["started"] + 60 * settings.minutes if settings.minutes else math.inf
     objective = search_objective(settings)
+    retry_interrupted(study)
     while True:
         fail_stale_trials(study)
         counts = state_counts(study)
@@ -514,11 +529,14 @@ def confirm_objective(settings: Settings, entries: list):
             raise Surplus
         entry, seed = entries[trial.user_attrs["entry"]], trial.user_attrs["seed"]
         resumed = resumable(trial)
+        if resumed:
+            trial.set_user_attr("note", "")
         argv = (["--resume", str(resumed)] if resumed else
                 [*settings.train_argv, *recipe_argv(entry["recipe"], entry["params"], settings.epochs),
                  "--seed", str(seed)])
         trained = train_trial(argv, Reporter(trial, False, settings.epochs))
         if trained.exit_code:
+            trial.set_user_attr("note", INTERRUPTED)
             raise KeyboardInterrupt
         scores = test_run(trained.run_dir, plan.parse_args(argv))
         trial.set_user_attr("test_bacc", scores["bacc"])
@@ -531,6 +549,7 @@ def confirm(settings: Settings, worker: int, say=print):
         return
     study = confirm_study(settings, worker)
     objective = confirm_objective(settings, study.user_attrs["entries"])
+    retry_interrupted(study)
     while True:
         fail_stale_trials(study)
         counts = state_counts(study)

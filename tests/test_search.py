@@ -237,11 +237,12 @@ def assert_accounted_for(trials, logs: Path, count: int):
     assert all(t.state == optuna.trial.TrialState.FAIL and "run_dir" not in t.user_attrs for t in others)
 
 
-def test_two_processes_on_one_journal_file_run_the_count_asked(tiny, tmp_path):
+def test_two_worker_processes_on_one_journal_file_run_the_count_asked(tiny, tmp_path):
     journal = tmp_path / "study.journal"
-    run_together([command(tiny, "--trials", 6, "--finalists", 0, "--storage", journal)] * 2)
+    out, = run_together([command(tiny, "--trials", 6, "--finalists", 0, "--storage", journal, "--jobs", 2)])
+    assert "worker 0:" in out and "worker 1:" in out  # --jobs 2: two processes took trials
     assert_accounted_for(journal_trials(journal), tiny.logs, 6)
-    assert len(search_dirs(tiny.logs)) == 2  # each command has its folder, the study is one
+    assert len(search_dirs(tiny.logs)) == 1
 
 
 def test_kill_9_then_resume_continues_the_study_and_resumes_the_killed_run(tiny, run):
@@ -310,8 +311,10 @@ def postgres_url():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_two_processes_on_postgresql_run_the_count_asked(tiny, postgres_url):
+def test_two_commands_on_postgresql_run_the_count_asked(tiny, postgres_url):
+    """Two machines: the same command twice, one study in the database."""
     run_together([command(tiny, "--trials", 6, "--finalists", 0, "--storage", postgres_url)] * 2)
     study = optuna.load_study(study_name="recipe-search", storage=postgres_url)
     assert_accounted_for(study.get_trials(deepcopy=False), tiny.logs, 6)
     assert study.user_attrs["dataset"] == "tiny"
+    assert len(search_dirs(tiny.logs)) == 2  # each command has its folder, the study is one

@@ -245,20 +245,22 @@ def test_two_worker_processes_on_one_journal_file_run_the_count_asked(tiny, tmp_
     assert len(search_dirs(tiny.logs)) == 1
 
 
-def test_kill_9_then_resume_continues_the_study_and_resumes_the_killed_run(tiny, run):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill -9", "Ctrl-C"])
+def test_a_stopped_search_resumes_the_study_and_the_stopped_run(tiny, stop):
     process = subprocess.Popen(command(tiny, "--trials", 2, "--finalists", 0, "--pruner", "none", "--heartbeat", 1,
                                        epochs=20), cwd=REPO, env=quiet_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not glob.glob(str(tiny.logs / "ResNet20/tiny/*/*/last.pth")) and time.time() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(stop)
+    assert process.wait() == (-signal.SIGKILL if stop == signal.SIGKILL else 130)
     killed = run_dirs(tiny.logs)
     assert len(killed) == 1
     epochs_before = len(pd.read_csv(killed[0] / "valid.csv"))
     assert 1 <= epochs_before < 20
-    time.sleep(2.5)  # twice the heartbeat: the killed trial is stale
+    if stop == signal.SIGKILL:
+        time.sleep(2.5)  # twice the heartbeat: the killed trial is stale (Ctrl-C marks it at once)
     folder = search_dirs(tiny.logs)[0]
     code = subprocess.run([sys.executable, str(REPO / "7_search.py"), "--resume", str(folder)], cwd=REPO,
                           env=quiet_env(), capture_output=True, text=True, timeout=240)

@@ -140,17 +140,16 @@ def start(args, train_argv) -> search.Settings:
     """A new search, or one joined in --storage: everything checked before the folder is made."""
     settings = new_settings(args, train_argv)
     logs_root = plan.parse_args([*settings.train_argv, "--objective", search.BASELINE]).logs_root
-    study = None
     if settings.storage:
-        study, created = search.open_study(settings, create=True)
-        settings.joined = not created
+        storage, study = search.open_study(settings, create=True)
+        settings.joined = study is not None
     folder = runs.new_dated_dir(Path(logs_root) / "search" / settings.dataset, "a search folder")
     settings.search_dir = str(folder)
     if not settings.storage:
         settings.storage = str(folder / "study.journal")
-        study, _ = search.open_study(settings, create=True)
-    if not isinstance(study, search.optuna.Study):
-        search.create_study(settings, study)
+        storage, study = search.open_study(settings, create=True)
+    if study is None:
+        search.create_study(settings, storage)
     settings.write()
     return settings
 

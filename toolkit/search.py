@@ -277,9 +277,9 @@ class Settings:
         return cls(**json.loads(path.read_text()))
 
 
-def open_study(settings: Settings, create: bool):
-    """The search study: created with the settings as its attributes, or joined when it holds the
-    same search; a study of another dataset or other settings is refused."""
+def open_study(settings: Settings, create: bool) -> tuple:
+    """(storage, the search study in it or None when there is none yet, to create): a study of the
+    same search is joined, one of another dataset or other settings refused."""
     storage = open_storage(settings.storage, settings.heartbeat)
     try:
         summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
@@ -297,15 +297,15 @@ def open_study(settings: Settings, create: bool):
         if differ:
             raise UserError(f"--storage {settings.storage} holds study {settings.study!r} with other settings "
                             f"({', '.join(differ)} differ); pass the same arguments to join it, or --study-name NEW")
-        return optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler(settings),
-                                 pruner=pruner(settings)), False
+        return storage, optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler(settings),
+                                          pruner=pruner(settings))
     if not create:
         raise UserError(f"--storage {settings.storage} holds no study {settings.study!r}")
     others = [s for s in summaries if not s.study_name.endswith("-confirm")]
     if others and "://" not in settings.storage:
         raise UserError(f"--storage {settings.storage} holds another search ({others[0].study_name!r} of dataset "
                         f"{others[0].user_attrs.get('dataset')!r}); a journal file holds one search: pass a new path")
-    return storage, True
+    return storage, None
 
 
 def sampler(settings: Settings, worker: int = 0):

@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 from conftest import REPO, TRAIN_ARGS
 
-import criterion
 from toolkit import plan, search
 from toolkit.space import Integer, LogUniform, Uniform
 
@@ -69,6 +68,8 @@ def test_a_drawn_recipe_is_an_ordinary_training_plan():
     assert (args.objective, args.drw, args.weight_decay, args.ldam_max_m, args.mixup) == ("LDAM", 161, 0.001, 0.3, None)
     assert search.recipe_argv("SPBL", {"spbl_resample": False}, 10) == ["--objective", "SPBL", "--no-spbl-resample"]
     assert search.late_change(args) == 161
+    spbl = plan.parse_args(["--model_index", "41", "--dataset", "x", "--epochs", "30", "--objective", "SPBL"])
+    assert search.late_change(spbl) == 26  # 6 stages of 5 epochs: the last begins at epoch 26
 
 
 def test_grid_values_spread_over_each_range_on_its_scale():

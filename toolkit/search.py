@@ -30,7 +30,7 @@ import criterion
 from toolkit import data, engine, files, metrics, plan, recipes, training
 from toolkit.cli import UserError
 from toolkit.predictor import Predictor
-from toolkit.space import Choice, HyperParameter, Integer, LogUniform, Uniform
+from toolkit.space import Choice, Integer, LogUniform
 
 BASELINE = "ERM"
 DEFAULT_RECIPES = (*criterion.objective_names(), "LDAM-DRW")
@@ -134,13 +134,11 @@ def describe_params(recipe: str, params: dict) -> str:
 
 def late_change(args) -> int:
     """The last epoch (counted from 1) at which the recipe changes what it trains on: the DRW start,
-    the DRS start, SPBL's last stage; 0 when nothing changes late."""
-    changes = [args.drw or 0, args.drs or 0]
+    the DRS start, an objective's last stage (its classmethod `last_change(args)`, SPBL's); 0 when
+    nothing changes late."""
     loss = criterion.OBJECTIVES[args.objective].loss
-    if hasattr(loss, "stage_at") and args.objective == "SPBL":
-        stages = len(args.spbl_paces) + 1
-        changes.append(math.ceil((stages - 1) * args.epochs / stages) + 1)
-    return max(changes)
+    own = loss.last_change(args) if hasattr(loss, "last_change") else 0  # an objective's own stages
+    return max(args.drw or 0, args.drs or 0, own)
 
 
 # ---------------------------------------------------------------- pruning

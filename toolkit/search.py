@@ -37,6 +37,7 @@ DEFAULT_RECIPES = (*criterion.objective_names(), "LDAM-DRW")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards --trials
 SETTLE_EPOCHS = 2  # epochs a late change (DRW, DRS, SPBL's last stage) is given before pruning may judge it
 RETRIES = 3  # a trial killed mid-way is retried this often
+RDB_ATTEMPTS = 3
 POLL_SECONDS = 2.0
 HEARTBEAT = "heartbeat"
 INTERRUPTED = "interrupted (Ctrl-C or SIGTERM): retried on --resume"
@@ -222,13 +223,18 @@ def open_storage(spec: str, heartbeat: int):
     quiet_optuna()
     retry = RetryHeartbeatStaleTrialCallback(max_retry=RETRIES, inherit_intermediate_values=True)
     if "://" in spec:
-        try:
-            return RDBStorage(spec, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat,
-                              heartbeat_stale_trial_callback=retry)
-        except Exception as e:  # sqlalchemy's OperationalError, ArgumentError, a missing driver...
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"cannot open --storage {spec}: {first}; check the URL, the server and the "
-                            f"database driver (psycopg2 for postgresql://)") from None
+        for attempt in range(RDB_ATTEMPTS):
+            try:
+                return RDBStorage(spec, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat,
+                                  heartbeat_stale_trial_callback=retry)
+            except Exception as e:  # sqlalchemy's OperationalError, ArgumentError, a missing driver...
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                # two machines starting at once both create Optuna's tables: the loser finds them made
+                if attempt + 1 < RDB_ATTEMPTS and ("duplicate key" in first or "already exists" in first):
+                    time.sleep(1.0 + attempt)
+                    continue
+                raise UserError(f"cannot open --storage {spec}: {first}; check the URL, the server and the "
+                                f"database driver (psycopg for postgresql://)") from None
     path = Path(spec)
     if not path.parent.is_dir():
         raise UserError(f"--storage {spec}: no folder {path.parent} for the journal file; create it or pass an "

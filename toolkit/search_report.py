@@ -85,10 +85,14 @@ def answer(entries: list, table: pd.DataFrame, monitor: str) -> str:
     row = table[table["recipe"] == best["recipe_label"]].iloc[0]
     said = (f"{best['label']}: test bacc {metrics.format_value(row['test_bacc_mean'], row['test_bacc_ci_low'], row['test_bacc_ci_high'])}, "
             f"{row['bacc_diff_mean']:+.1f} [{row['bacc_diff_ci_low']:.1f}, {row['bacc_diff_ci_high']:.1f}] over ERM, "
-            f"p = {row['p_holm']:.3f} (paired on seeds {row['matched_seeds']}, Holm-adjusted)")
+            f"p {p_text(row['p_holm'])} (paired on seeds {row['matched_seeds']}, Holm-adjusted)")
     beats = recipes.excludes_zero(row) and row["bacc_diff_ci_low"] > 0 and row["p_holm"] < SIGNIFICANCE
     return said if beats else (f"no recipe beats ERM beyond noise; the best by valid {monitor} on the "
                                f"confirmation seeds: {said}")
+
+
+def p_text(p) -> str:
+    return "= nan" if pd.isna(p) else "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
 # ---------------------------------------------------------------- figures

@@ -142,15 +142,15 @@ def per_objective_svg(study) -> str:
 
 
 def importances_html(study) -> str:
-    """Optuna's parameter importances (fANOVA) over the complete trials, as a table."""
+    """Optuna's parameter importances over the complete trials, as a table."""
     try:
         found = optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError) as e:
         return f'<p class="note">Parameter importances need more complete trials ({html.escape(str(e))}).</p>'
     rows = "".join(f'<tr><td class="name">{html.escape(k)}</td><td>{v:.2f}</td></tr>' for k, v in found.items())
     return ('<table><tr><th class="name">parameter</th><th>importance</th></tr>' + rows + "</table>"
-            '<p class="note">fANOVA importances (optuna.importance) over the complete trials, of the parameters '
-            "every trial draws; the recipe's own parameters are drawn only by its trials.</p>")
+            "<p class=\"note\">Optuna's parameter importances (optuna.importance, its default evaluator) over the complete "
+            "trials; a recipe's own parameters are drawn only by its trials, so few trials stand behind them.</p>")
 
 
 def finalists_html(rows: list) -> str:

@@ -85,6 +85,13 @@ def training_argv(train_argv: list, args) -> tuple:
         raise cli.UserError(f"no objective of --objectives {' '.join(args.objectives)} takes "
                             f"{', '.join('--' + d.replace('_', '-') for d in unread)}; drop it or add the "
                             f"objective that does")
+    mixing = sorted(given & {"mixup", "cutmix"})
+    refusing = [r for r in args.objectives
+                if criterion.OBJECTIVES[search.split_recipe(r)[0]].loss.mixing_refusal is not None]
+    if mixing and refusing:
+        raise cli.UserError(f"{' and '.join('--' + m for m in mixing)} cannot train {', '.join(refusing)} (not a mean "
+                            f"of per-sample losses, see criterion.py); drop them from --objectives, or drop "
+                            f"{' and '.join('--' + m for m in mixing)} (the search draws mixup where it applies)")
     return shared, base, given
 
 

@@ -125,6 +125,7 @@ def test_the_guard_never_prunes_before_a_late_change_has_settled():
     (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open --storage"),
     (["--storage", "/no/such/folder/study.journal"], "no folder /no/such/folder"),
     (["--objective", "LA"], "--objective is not for 7_search.py"),
+    (["--objectives", "ERM", "GHMC", "--mixup", "0.2"], "--mixup cannot train GHMC"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tiny, run, extra, fragment):
     code, out, err = run("7_search", *search_args(tiny), *extra)

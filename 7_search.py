@@ -76,8 +76,6 @@ def training_argv(train_argv: list, args) -> tuple:
                       "(its epoch is searched)"), ("resume", "use --resume SEARCH_DIR")):
         if dest in given:
             raise cli.UserError(f"--{dest.replace('_', '-')} is not for 7_search.py: {why}")
-    shared = [*train_argv, "--no-progress"] + ([] if "monitor" in given else ["--monitor", "bacc"])
-    base = plan.parse_args([*shared, "--objective", search.BASELINE])
     objective_flags = set(criterion.DEFAULTS)
     readers = {d for recipe in args.objectives for d in criterion.OBJECTIVES[search.split_recipe(recipe)[0]].flags}
     unread = sorted(given & objective_flags - readers)
@@ -85,6 +83,8 @@ def training_argv(train_argv: list, args) -> tuple:
         raise cli.UserError(f"no objective of --objectives {' '.join(args.objectives)} takes "
                             f"{', '.join('--' + d.replace('_', '-') for d in unread)}; drop it or add the "
                             f"objective that does")
+    shared = [*train_argv, "--no-progress"] + ([] if "monitor" in given else ["--monitor", "bacc"])
+    base = plan.parse_args(search.for_objective(shared, search.BASELINE) + ["--objective", search.BASELINE])
     mixing = sorted(given & {"mixup", "cutmix"})
     refusing = [r for r in args.objectives
                 if criterion.OBJECTIVES[search.split_recipe(r)[0]].loss.mixing_refusal is not None]

@@ -68,6 +68,10 @@ def test_a_drawn_recipe_is_an_ordinary_training_plan():
     assert (args.objective, args.drw, args.weight_decay, args.ldam_max_m, args.mixup) == ("LDAM", 161, 0.001, 0.3, None)
     assert search.recipe_argv("SPBL", {"spbl_resample": False}, 10) == ["--objective", "SPBL", "--no-spbl-resample"]
     assert search.late_change(args) == 161
+    shared = ["--epochs", "3", "--la-tau", "1.5", "--no-spbl-resample", "--drw", "2"]
+    assert search.for_objective(shared, "CCE") == ["--epochs", "3"]
+    assert search.for_objective(shared, "SPBL") == ["--epochs", "3", "--no-spbl-resample"]
+    assert search.for_objective(shared, "ERM") == ["--epochs", "3", "--drw", "2"]
     spbl = plan.parse_args(["--model_index", "41", "--dataset", "x", "--epochs", "30", "--objective", "SPBL"])
     assert search.late_change(spbl) == 26  # 6 stages of 5 epochs: the last begins at epoch 26
 

@@ -108,6 +108,24 @@ def grid(recipes_: list, fixed, points: int) -> list:
     return combos
 
 
+def for_objective(argv: list, objective: str) -> list:
+    """The shared training options without the objective flags that `objective` does not read
+    (1_train.py refuses those): `--la-tau 1.5` fixes LA's tau, and ERM's trials go without it."""
+    parser = plan.build_parser()
+    flag_dests = {o: a.dest for a in parser._actions for o in a.option_strings if a.dest in criterion.DEFAULTS}
+    reads = set(criterion.OBJECTIVES[objective].flags)
+    kept, dropping = [], False
+    for token in argv:
+        if token.startswith("--"):
+            dest = flag_dests.get(token.split("=", 1)[0])
+            if dest is None and token.startswith("--no-"):
+                dest = flag_dests.get("--" + token.split("=", 1)[0][5:])
+            dropping = dest is not None and dest not in reads
+        if not dropping:
+            kept.append(token)
+    return kept
+
+
 def recipe_argv(recipe: str, params: dict, epochs: int) -> list:
     """1_train.py's options that set a recipe's drawn values."""
     objective, _ = split_recipe(recipe)
@@ -362,6 +380,8 @@ def claimed_before(study, number: int) -> int:
 def train_trial(argv: list, after_epoch=None) -> training.Trained:
     """One ordinary 1_train.py run in this process."""
     args = plan.parse_args(argv)
+    if args.threads:  # --threads, when given, over the worker's share
+        engine.use_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.deterministic:
         engine.use_deterministic_algorithms()
@@ -404,7 +424,8 @@ def search_objective(settings: Settings):
         if resumed:
             trial.set_user_attr("note", "")  # a retry: not interrupted itself
         argv = (["--resume", str(resumed)] if resumed else
-                [*settings.train_argv, *recipe_argv(recipe, params, settings.epochs), "--seed", str(settings.seed)])
+                [*for_objective(settings.train_argv, split_recipe(recipe)[0]), *recipe_argv(recipe, params, settings.epochs),
+                 "--seed", str(settings.seed)])
         args = plan.parse_args(argv)
         trial.set_user_attr("settles_at", late_change(args) + SETTLE_EPOCHS if late_change(args) else 0)
         report = Reporter(trial, True, args.epochs)
@@ -536,8 +557,8 @@ def confirm_objective(settings: Settings, entries: list):
         if resumed:
             trial.set_user_attr("note", "")
         argv = (["--resume", str(resumed)] if resumed else
-                [*settings.train_argv, *recipe_argv(entry["recipe"], entry["params"], settings.epochs),
-                 "--seed", str(seed)])
+                [*for_objective(settings.train_argv, split_recipe(entry["recipe"])[0]),
+                 *recipe_argv(entry["recipe"], entry["params"], settings.epochs), "--seed", str(seed)])
         trained = train_trial(argv, Reporter(trial, False, settings.epochs))
         if trained.exit_code:
             trial.set_user_attr("note", INTERRUPTED)

@@ -43,7 +43,7 @@ def confirmation(settings) -> tuple:
     entries, by_entry = search.confirmation_runs(settings)
     every = [d for i in by_entry for d in by_entry[i]]
     summaries = {d: runs.run_summary(d) for d in every}
-    grouped = recipes.group_runs(every, plan.defaults())
+    grouped = recipes.group_runs(every, plan.defaults_of_older_runs())
     baseline_dirs = set(by_entry[len(entries) - 1])
     baseline = next(r for r in grouped if set(r.run_dirs) <= baseline_dirs)
     table = recipes.recipes_table(grouped, summaries, baseline.label)

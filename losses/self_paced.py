@@ -120,6 +120,12 @@ class SelfPacedBalance(Objective):
     def from_plan(cls, class_counts, args):
         return cls(class_counts, args.spbl_paces, args.spbl_max_weight, args.spbl_resample)
 
+    @classmethod
+    def last_change(cls, args) -> int:
+        """The epoch (counted from 1) its last stage begins: a recipe search does not prune before it."""
+        stages = len(args.spbl_paces) + 1
+        return next(epoch + 1 for epoch in range(args.epochs) if epoch * stages // args.epochs == stages - 1)
+
     def __init__(self, class_counts: torch.Tensor, paces=PACES, max_weight: float = MAX_WEIGHT,
                  resample: bool = True):
         super().__init__()

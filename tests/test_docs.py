@@ -27,7 +27,7 @@ def test_every_module_of_the_package_and_the_losses_is_on_the_map():
 
 def test_the_root_holds_only_the_scripts_and_the_two_tables():
     python_files = sorted(p.name for p in REPO.glob("*.py"))
-    assert python_files == ["0_data_split.py", "1_train.py", "2_test.py", "4_report.py", "5_predict.py", "6_active.py",
+    assert python_files == ["0_data_split.py", "1_train.py", "2_test.py", "4_report.py", "5_predict.py", "6_active.py", "7_search.py",
                             "criterion.py", "get_model.py"]
 
 

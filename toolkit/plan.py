@@ -202,3 +202,26 @@ def defaults_of_older_runs() -> dict:
     its declaration says training did before it existed (`HyperParameter.absent`)."""
     before = {h.dest: h.absent for h in criterion.hyper_parameters() if h.absent is not None}
     return {**defaults(), **before}
+
+
+# ---------------------------------------------------------------- the shared knobs a recipe search tunes
+# 7_search.py draws these for every objective (beside the objective's own, declared in losses/), from
+# these ranges. A knob given on 7_search.py's command line is fixed, not searched. The defaults are
+# the training plan's (the DRW share is not a flag: --drw EPOCH = round(share * --epochs) + 1).
+from toolkit.space import Choice, HyperParameter, LogUniform, Uniform  # noqa: E402  (the block stands alone)
+
+SEARCHED_KNOBS = (
+    HyperParameter("--lr", 0.1, "initial learning rate", search=LogUniform(0.01, 0.4)),
+    # Alshammari et al., CVPR 2022: tuned weight decay alone lifts plain CE on long-tailed data
+    HyperParameter("--weight-decay", 5e-4, "SGD weight decay", search=LogUniform(1e-5, 1e-2)),
+    HyperParameter("--sampler", "instance", "training sampler", search=Choice(sampling.SAMPLERS)),
+)
+DRW_SHARE = HyperParameter("--drw-share", 0.8, "a -DRW recipe's re-weighting start as a share of --epochs "
+                           "(LDAM-DRW's reference: epoch 160 of 200)", search=Uniform(0.5, 0.9))
+MIXUP_ALPHA = HyperParameter("--mixup", None, "mixup's alpha, objectives that take mixed batches only (none: off)",
+                             search=Choice((None, 0.1, 0.2, 0.4)))
+
+
+def drw_epoch(share: float, epochs: int) -> int:
+    """--drw (counted from 1) of a DRW share: re-weighting over the last (1 - share) of the epochs."""
+    return min(epochs, round(share * epochs) + 1)

@@ -7,14 +7,18 @@ setup_from_images (which build_setup ends in) from images already decoded, as th
 rounds hold them.
 """
 import dataclasses
+import platform
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+import torchvision
 
 import criterion
 import get_model
-from toolkit import augment, data, engine, metrics, plan, plots, runs, sampling, weight_balancing
+from toolkit import augment, data, engine, files, metrics, plan, plots, runs, sampling, weight_balancing
 from toolkit.cli import StopSignals, UserError, counted
 from toolkit.files import save_tensors
 from toolkit.record import Checkpoint, RunRecord, load_checkpoint
@@ -227,9 +231,11 @@ class Trainer:
     `log`) writes; under torchrun every process trains its share and sees the same validation."""
 
     def __init__(self, args, setup: Setup, run_dir=None, log: runs.RunLog | None = None, progress=True,
-                 records: Records = Records()):
+                 records: Records = Records(), after_epoch=None):
+        """`after_epoch(run_dir, epochs_done, valid_row, best)`, when given, is called after every epoch
+        (the recipe search reports to its trial there) and returns True to stop the training there."""
         self.args, self.setup, self.run_dir, self.log, self.progress = args, setup, run_dir, log, progress
-        self.records = records
+        self.records, self.after_epoch = records, after_epoch
 
     def train(self, position: Position) -> tuple:
         """Train until --epochs, an early stop or a stop signal; returns the best {value, epoch} and
@@ -254,6 +260,8 @@ class Trainer:
                         print(f"early stop: valid {args.monitor} has not improved for "
                               f"{counted(args.early_stop, 'epoch')} "
                               f"(best {position.best['value']:.2f} at epoch {position.best['epoch']})")
+                    break
+                if self.after_epoch and self.after_epoch(self.run_dir, position.epoch, valid_row, position.best):
                     break
         return position.best, stop.exit_code if stop.requested() or position.unfinished else 0
 
@@ -309,3 +317,101 @@ def summary_line(train_row, valid_row, epochs, seconds, improved) -> str:
             f"  | valid loss {valid_row['loss']:.4f} acc {valid_row['acc']:6.2f} top5 {valid_row['top5acc']:6.2f}"
             f" bacc {valid_row['bacc']:6.2f} f1 {valid_row['macro_f1']:6.2f}  | lr {train_row['lr']:.4g}"
             f"  {seconds:5.1f}s{'  *' if improved else ''}")
+
+
+# ---------------------------------------------------------------- one run, as 1_train.py runs it
+
+@dataclass
+class Trained:
+    """How a training ended: the exit code, and (main process) its run directory and best {value, epoch}."""
+    exit_code: int
+    run_dir: Path | None = None
+    best: dict | None = None
+
+
+def train_on(args, distributed, device, after_epoch=None) -> Trained:
+    """Training in this process (the whole of it, or its share under torchrun), as 1_train.py runs it:
+    the run directory created once all is checked, args.json, the epochs (`after_epoch` as Trainer
+    takes it, also called once before the first epoch with valid_row None), the lines a user reads."""
+    main_process = distributed.is_main
+    progress = not args.no_progress and main_process
+    setup = build_setup(args, distributed, device, progress)
+    record = setup.record
+
+    if args.dry_run:
+        if main_process:
+            print(f"dry run: {len(setup.train)} training and {counted(len(setup.valid), 'validation image')} of "
+                  f"{len(record.class_names)} classes read, {record.model_name} and {args.objective} built; "
+                  f"nothing was trained or written")
+        return Trained(0)
+
+    run_dir, position, say = open_run(args, setup, main_process)
+    if not main_process:
+        return Trained(Trainer(args, setup, progress=False).train(position)[1])
+    print(say)
+    print(f"device {device}, precision {setup.engine.precision.name}, {len(record.class_names)} classes, "
+          f"{len(setup.train)} training and {counted(len(setup.valid), 'validation image')}"
+          + (f"; {distributed.world} processes of {args.batchsize} images a batch" if distributed.active else ""))
+    files.write_json(run_dir / "args.json", {**vars(args), "resume": None, **record.as_dict(),
+                                             "precision_used": setup.engine.precision.name,
+                                             "device_used": str(device), "processes": distributed.world,
+                                             "versions": versions()})
+    if after_epoch:
+        after_epoch(run_dir, position.epoch, None, position.best)  # the run directory, before any epoch
+    try:
+        with runs.RunLog(run_dir, position.epoch) as log:
+            best, exit_code = Trainer(args, setup, run_dir, log, progress, after_epoch=after_epoch).train(position)
+    except engine.NonFiniteLoss as e:
+        kept = remove_if_empty(args, run_dir)
+        raise UserError(f"{e}; {kept}; try {non_finite_advice(args, setup.engine.precision.name)}") from None
+    except BaseException:
+        remove_if_empty(args, run_dir)
+        raise
+    if exit_code:
+        print(f"stopped; to continue: python 1_train.py --resume {shown_path(run_dir)}")
+        return Trained(exit_code, run_dir, best)
+    print(f"best valid {args.monitor} {best['value']:.2f} at epoch {best['epoch']}")
+    print(f"run directory: {run_dir}")
+    return Trained(0, run_dir, best)
+
+
+def open_run(args, setup: Setup, main_process: bool) -> tuple:
+    """The run directory (continued, or created by the main process only now that all is checked),
+    where training stands in it, and the line that says so."""
+    if args.resume:
+        position = restore(args.resume, setup)
+        if position.epoch >= args.epochs:
+            raise UserError(f"{args.resume} has finished its {counted(position.epoch, 'epoch')}; pass a larger "
+                                f"--epochs to train it further")
+        batch = f", batch {position.batch}" if position.batch else ""
+        return args.resume, position, f"resuming {args.resume} after epoch {position.epoch}{batch}"
+    run_dir = runs.new_run_dir(args.logs_root, setup.record.model_name, args.dataset, plan.recipe_name(args)) \
+        if main_process else None
+    return run_dir, Position(), f"run directory: {run_dir} (kept once its first epoch finishes)"
+
+
+def remove_if_empty(args, run_dir: Path) -> str:
+    """A new run that never finished an epoch leaves nothing; says what is left."""
+    if args.resume or (run_dir / "last.pth").exists():
+        return f"{shown_path(run_dir)} keeps the checkpoints of the last good epoch"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return f"no epoch finished, so {shown_path(run_dir)} was removed"
+
+
+def non_finite_advice(args, precision: str) -> str:
+    advice = ["a lower --lr"] + ([] if args.warmup else ["--warmup"]) + ([] if precision == "fp32" else
+                                                                         ["--precision fp32"])
+    return ", ".join(advice[:-1]) + (" or " if len(advice) > 1 else "") + advice[-1]
+
+
+def shown_path(path: Path) -> str:
+    """A path relative to the working directory when it lies below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def versions() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__}

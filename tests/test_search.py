@@ -50,11 +50,11 @@ def finished(trials) -> list:
 
 def test_each_recipe_draws_the_shared_knobs_its_own_and_mixup_only_where_mixed_batches_are_scored():
     dests = {recipe: [h.dest for h in search.recipe_knobs(recipe)] for recipe in ("ERM", "LA", "LDAM-DRW", "SPBL")}
-    assert dests["ERM"] == ["lr", "weight_decay", "sampler", "mixup"]
-    assert dests["LA"] == ["lr", "weight_decay", "sampler", "la_tau", "mixup"]
-    assert dests["LDAM-DRW"] == ["lr", "weight_decay", "sampler", "ldam_max_m", "ldam_s", "drw_share", "mixup"]
-    assert dests["SPBL"] == ["lr", "weight_decay", "sampler", "spbl_max_weight", "spbl_resample"]  # no mixup
-    assert [h.dest for h in search.recipe_knobs("LA", {"lr", "mixup"})] == ["weight_decay", "sampler", "la_tau"]
+    assert dests["ERM"] == ["lr", "weight_decay", "sampler", "sam", "mixup"]
+    assert dests["LA"] == ["lr", "weight_decay", "sampler", "sam", "la_tau", "mixup"]
+    assert dests["LDAM-DRW"] == ["lr", "weight_decay", "sampler", "sam", "ldam_max_m", "ldam_s", "drw_share", "mixup"]
+    assert dests["SPBL"] == ["lr", "weight_decay", "sampler", "sam", "spbl_max_weight", "spbl_resample"]  # no mixup
+    assert [h.dest for h in search.recipe_knobs("LA", {"lr", "mixup"})] == ["weight_decay", "sampler", "sam", "la_tau"]
     for recipe in (*search.DEFAULT_RECIPES, "ERM-DRW"):
         for knob in search.recipe_knobs(recipe):
             assert knob.search.holds(knob.default), (recipe, knob.flag)
@@ -80,7 +80,7 @@ def test_grid_values_spread_over_each_range_on_its_scale():
     assert search.grid_values(LogUniform(1e-5, 1e-2), 4) == [1e-5, 1e-4, 1e-3, 1e-2]
     assert search.grid_values(Uniform(0.0, 2.5), 3) == [0.0, 1.25, 2.5]
     assert search.grid_values(Integer(5, 50), 3) == [5, 28, 50]  # 27.5 rounds to even
-    combos = search.grid(["ERM", "LA"], {"lr", "sampler", "mixup"}, 2)
+    combos = search.grid(["ERM", "LA"], {"lr", "sampler", "sam", "mixup"}, 2)
     assert len(combos) == 2 + 2 * 2 and combos[0] == {"recipe": "ERM", "weight_decay": 1e-5}
 
 

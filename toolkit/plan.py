@@ -215,6 +215,8 @@ SEARCHED_KNOBS = (
     # Alshammari et al., CVPR 2022: tuned weight decay alone lifts plain CE on long-tailed data
     HyperParameter("--weight-decay", 5e-4, "SGD weight decay", search=LogUniform(1e-5, 1e-2)),
     HyperParameter("--sampler", "instance", "training sampler", search=Choice(sampling.SAMPLERS)),
+    # Foret et al. 2021; Rangwani et al. 2022 for long tails (each trial with SAM costs two passes a step)
+    HyperParameter("--sam", None, "SAM's rho (none: off)", search=Choice((None, 0.05, 0.1))),
 )
 DRW_SHARE = HyperParameter("--drw-share", 0.8, "a -DRW recipe's re-weighting start as a share of --epochs "
                            "(LDAM-DRW's reference: epoch 160 of 200)", search=Uniform(0.5, 0.9))

@@ -309,18 +309,10 @@ def open_study(settings: Settings, create: bool) -> tuple:
         raise UserError(f"cannot read --storage {settings.storage}: {str(e).strip().splitlines()[0]}") from None
     found = {s.study_name: s for s in summaries}
     if settings.study in found:
-        stored = found[settings.study].user_attrs
-        if stored.get("dataset") != settings.dataset:
-            raise UserError(f"--storage {settings.storage} holds study {settings.study!r} of dataset "
-                            f"{stored.get('dataset')!r}, not {settings.dataset!r}; pass another --storage or "
-                            f"--study-name")
-        differ = sorted(k for k in settings.fingerprint.keys() | stored.get("fingerprint", {}).keys()
-                        if settings.fingerprint.get(k) != stored.get("fingerprint", {}).get(k))
-        if differ:
-            raise UserError(f"--storage {settings.storage} holds study {settings.study!r} with other settings "
-                            f"({', '.join(differ)} differ); pass the same arguments to join it, or --study-name NEW")
-        return storage, optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler(settings),
-                                          pruner=pruner(settings))
+        study = optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler(settings),
+                                  pruner=pruner(settings))
+        check_joinable(settings, study)
+        return storage, study
     if not create:
         raise UserError(f"--storage {settings.storage} holds no study {settings.study!r}")
     others = [s for s in summaries if not s.study_name.endswith("-confirm")]
@@ -328,6 +320,29 @@ def open_study(settings: Settings, create: bool) -> tuple:
         raise UserError(f"--storage {settings.storage} holds another search ({others[0].study_name!r} of dataset "
                         f"{others[0].user_attrs.get('dataset')!r}); a journal file holds one search: pass a new path")
     return storage, None
+
+
+SETTINGS_WAIT_S = 30  # how long a joiner waits for the creator of a new study to store its settings
+
+
+def check_joinable(settings: Settings, study) -> None:
+    """Refuse a study of another dataset or of other settings. A study that another process has
+    just created holds no settings for a moment (create_study stores them after creating it):
+    wait for them rather than take it for a stranger's."""
+    deadline = time.monotonic() + SETTINGS_WAIT_S
+    stored = study.user_attrs
+    while "dataset" not in stored and time.monotonic() < deadline:
+        time.sleep(0.2)
+        stored = study.user_attrs
+    if stored.get("dataset") != settings.dataset:
+        raise UserError(f"--storage {settings.storage} holds study {settings.study!r} of dataset "
+                        f"{stored.get('dataset')!r}, not {settings.dataset!r}; pass another --storage or "
+                        f"--study-name")
+    differ = sorted(k for k in settings.fingerprint.keys() | stored.get("fingerprint", {}).keys()
+                    if settings.fingerprint.get(k) != stored.get("fingerprint", {}).get(k))
+    if differ:
+        raise UserError(f"--storage {settings.storage} holds study {settings.study!r} with other settings "
+                        f"({', '.join(differ)} differ); pass the same arguments to join it, or --study-name NEW")
 
 
 def sampler(settings: Settings, worker: int = 0):
@@ -348,8 +363,10 @@ def create_study(settings: Settings, storage):
         study = optuna.create_study(study_name=settings.study, storage=storage, direction="maximize",
                                     sampler=sampler(settings), pruner=pruner(settings))
     except optuna.exceptions.DuplicatedStudyError:  # another process created it first: join it
-        return optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler(settings),
-                                 pruner=pruner(settings))
+        study = optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler(settings),
+                                  pruner=pruner(settings))
+        check_joinable(settings, study)
+        return study
     study.set_user_attr("dataset", settings.dataset)
     study.set_user_attr("fingerprint", settings.fingerprint)
     study.set_user_attr("started", time.time())

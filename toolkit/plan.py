@@ -11,6 +11,7 @@ from pathlib import Path
 
 import criterion
 from toolkit import arguments, augment, cli, runs, sam, sampling
+from toolkit.space import Choice, HyperParameter, LogUniform, Uniform
 
 WARMUP_EPOCHS = 5
 MONITORS = ("acc", "bacc", "macro_f1")
@@ -188,8 +189,8 @@ def resumed_args(args, given: set, parser):
 def recipe_name(args) -> str:
     """The objective's folder name: deferred re-weighting, SAM and MaxNorm make recipes of their
     own, e.g. LDAM-DRW, ERM-DRW-SAM, CB-MaxNorm."""
-    return (args.objective + ("-DRW" if args.drw else "") + ("-SAM" if getattr(args, "sam", None) else "")
-            + ("-MaxNorm" if getattr(args, "max_norm", None) is not None else ""))
+    return (args.objective + ("-DRW" if args.drw else "") + ("-SAM" if args.sam else "")
+            + ("-MaxNorm" if args.max_norm is not None else ""))
 
 
 def defaults() -> dict:
@@ -208,7 +209,6 @@ def defaults_of_older_runs() -> dict:
 # 7_search.py draws these for every objective (beside the objective's own, declared in losses/), from
 # these ranges. A knob given on 7_search.py's command line is fixed, not searched. The defaults are
 # the training plan's (the DRW share is not a flag: --drw EPOCH = round(share * --epochs) + 1).
-from toolkit.space import Choice, HyperParameter, LogUniform, Uniform  # noqa: E402  (the block stands alone)
 
 SEARCHED_KNOBS = (
     HyperParameter("--lr", 0.1, "initial learning rate", search=LogUniform(0.01, 0.4)),

@@ -210,18 +210,23 @@ def defaults_of_older_runs() -> dict:
 # these ranges. A knob given on 7_search.py's command line is fixed, not searched. The defaults are
 # the training plan's (the DRW share is not a flag: --drw EPOCH = round(share * --epochs) + 1).
 
+def knob(flag: str, help_text: str, search) -> HyperParameter:
+    """A training option a search tunes, its default the parser's (written once, above)."""
+    return HyperParameter(flag, defaults()[flag.lstrip("-").replace("-", "_")], help_text, search=search)
+
+
 SEARCHED_KNOBS = (
-    HyperParameter("--lr", 0.1, "initial learning rate", search=LogUniform(0.01, 0.4)),
+    knob("--lr", "initial learning rate", LogUniform(0.01, 0.4)),
     # Alshammari et al., CVPR 2022: tuned weight decay alone lifts plain CE on long-tailed data
-    HyperParameter("--weight-decay", 5e-4, "SGD weight decay", search=LogUniform(1e-5, 1e-2)),
-    HyperParameter("--sampler", "instance", "training sampler", search=Choice(sampling.SAMPLERS)),
+    knob("--weight-decay", "SGD weight decay", LogUniform(1e-5, 1e-2)),
+    knob("--sampler", "training sampler", Choice(sampling.SAMPLERS)),
     # Foret et al. 2021; Rangwani et al. 2022 for long tails (each trial with SAM costs two passes a step)
-    HyperParameter("--sam", None, "SAM's rho (none: off)", search=Choice((None, 0.05, 0.1))),
+    knob("--sam", "SAM's rho (none: off)", Choice((None, 0.05, 0.1))),
 )
 DRW_SHARE = HyperParameter("--drw-share", 0.8, "a -DRW recipe's re-weighting start as a share of --epochs "
                            "(LDAM-DRW's reference: epoch 160 of 200)", search=Uniform(0.5, 0.9))
-MIXUP_ALPHA = HyperParameter("--mixup", None, "mixup's alpha, objectives that take mixed batches only (none: off)",
-                             search=Choice((None, 0.1, 0.2, 0.4)))
+MIXUP_ALPHA = knob("--mixup", "mixup's alpha, objectives that take mixed batches only (none: off)",
+                   Choice((None, 0.1, 0.2, 0.4)))
 
 
 def drw_epoch(share: float, epochs: int) -> int:

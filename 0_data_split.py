@@ -2,6 +2,7 @@
 
     python 0_data_split.py --dataset=skin            # stratified 0.7 / 0.15 / 0.15, seed 0
     python 0_data_split.py --demo                    # render and split the embedded digits-lt
+    python 0_data_split.py --demo --long-tail 100    # every digit, cut to the CIFAR-LT protocol: digits-lt100
     python 0_data_split.py --dataset=skin --long-tail 100   # CIFAR-LT protocol: long-tailed train, balanced valid/test
     python 0_data_split.py --from-torchvision CIFAR10 --root ~/data --dataset cifar10-lt --long-tail 100
 """
@@ -15,7 +16,9 @@ def parse_args(argv=None):
     p = cli.ArgumentParser(prog="0_data_split.py", description="Stratified, seeded train/valid/test split.")
     arguments.add_dataset(p, where="c_original_dataset/")
     p.add_argument("--demo", action="store_true",
-                   help=f"render scikit-learn's digits as the long-tailed '{demo_data.NAME}' dataset and split it")
+                   help=f"render scikit-learn's digits as the long-tailed '{demo_data.NAME}' dataset and split it; "
+                        f"with --long-tail R, render all of them (balanced, '{demo_data.BALANCED_NAME}') and split "
+                        f"them to the profile as '{demo_data.BALANCED_NAME}-ltR'")
     p.add_argument("--ratio", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VALID", "TEST"),
                    help="fractions of each class for train, valid, test (default: 0.7 0.15 0.15; TEST may be 0)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -124,15 +127,22 @@ def report_unreadable(unreadable):
         print(f"left out: {path} does not decode ({why}); replace it and split again to use it")
 
 
+def demo_source(args):
+    """Render the demo's images if they are not there yet; (source folder, target folder). The
+    long-tail protocol needs a balanced source, so --long-tail R renders every digit and names the
+    split digits-ltR."""
+    if args.long_tail is None:
+        return demo_data.write_demo(args.source_root), args.data_root / demo_data.NAME
+    return (demo_data.write_all(args.source_root),
+            args.data_root / f"{demo_data.BALANCED_NAME}-lt{args.long_tail:g}")
+
+
 def split(argv=None):
     args = parse_args(argv)
     if args.from_torchvision:
         return split_torchvision(args)
-    if args.demo:
-        args.dataset = demo_data.NAME
-        demo_data.write_demo(args.source_root)
-    source = args.source_root / args.dataset
-    target = args.data_root / args.dataset
+    source, target = demo_source(args) if args.demo else (args.source_root / args.dataset,
+                                                            args.data_root / args.dataset)
     classes, unreadable = splitting.readable_only(splitting.source_classes(source), args.workers)
     if args.long_tail is not None:
         return split_long_tailed(args, classes, source, target, unreadable)

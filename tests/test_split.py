@@ -119,3 +119,21 @@ def test_demo_is_long_tailed_digits(roots, run):
     assert (roots.data / "digits-lt" / "test" / "9").is_dir()
     # a second --demo reuses the rendered images and needs --overwrite for the split
     assert run("0_data_split", "--demo", "--source-root", roots.source, "--data-root", roots.data)[0] == 2
+
+
+def test_demo_with_long_tail_cuts_every_digit_to_the_protocol(roots, run):
+    code, out, err = run("0_data_split", "--demo", "--long-tail", "100", "--source-root", roots.source,
+                         "--data-root", roots.data)
+    assert code == 0, err
+    # the source is every scan of load_digits, balanced (174-183 a digit), the long-tailed demo untouched
+    source = [len(list((roots.source / "digits" / str(d)).glob("*.png"))) for d in range(10)]
+    assert source == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180] and sum(source) == 1797
+    assert not (roots.source / "digits-lt").exists()
+    # held out: 15% of the smallest digit (174) in every class; training: int(126 * 100^(-c / 9))
+    table = pd.read_csv(roots.data / "digits-lt100" / "long_tail.csv")
+    assert table["train"].tolist() == [126, 75, 45, 27, 16, 9, 5, 3, 2, 1]
+    assert set(table["valid"]) == set(table["test"]) == {26}
+    for split, expected in (("train", table["train"].tolist()), ("test", [26] * 10)):
+        counts = [len(list((roots.data / "digits-lt100" / split / str(d)).iterdir())) for d in range(10)]
+        assert counts == expected
+    assert "digits-lt100" in out

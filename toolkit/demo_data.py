@@ -3,6 +3,8 @@
 `load_digits` holds 1797 real 8x8 scans of the digits 0-9 (about 180 each). The demo keeps
 LARGEST images of digit 0 down to LARGEST / RATIO of digit 9 on an exponential profile (the
 usual long-tailed CIFAR recipe), and renders each as a 32x32 RGB PNG, dark ink on white.
+`write_all` renders every scan instead (BALANCED_NAME), the balanced source that
+`0_data_split.py --demo --long-tail R` cuts to the CIFAR-LT protocol.
 """
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from PIL import Image
 from toolkit import files
 
 NAME = "digits-lt"
+BALANCED_NAME = "digits"  # every scan, for --long-tail
 LARGEST = 170
 RATIO = 10
 SIZE = 32
@@ -30,19 +33,30 @@ def render(image_8x8: np.ndarray) -> Image.Image:
 
 def write_demo(source_root: Path, seed: int = 0) -> Path:
     """Render the demo into source_root/digits-lt/<digit>/, unless it is already there."""
-    target = Path(source_root) / NAME
+    rng, counts = np.random.default_rng(seed), long_tail_counts()
+    return _write(Path(source_root) / NAME, lambda digit, indices: np.sort(rng.permutation(indices)[:counts[digit]]))
+
+
+def write_all(source_root: Path) -> Path:
+    """Render every scan, balanced, into source_root/digits/<digit>/, unless it is already there."""
+    return _write(Path(source_root) / BALANCED_NAME, lambda digit, indices: indices)
+
+
+def _write(target: Path, choose) -> Path:
+    """Render the scans choose(digit, its scans' indices) keeps into target/<digit>/, file names
+    digit<d>_<index in load_digits>.png."""
     if target.is_dir():
         print(f"demo images: using {target}")
         return target
     from sklearn.datasets import load_digits
     digits = load_digits()
-    rng = np.random.default_rng(seed)
+    written = 0
     with files.folder_written_whole(target, "the demo dataset") as staging:
-        for digit, count in enumerate(long_tail_counts()):
+        for digit in range(10):
             folder = staging / str(digit)
             folder.mkdir(parents=True)
-            chosen = np.sort(rng.permutation(np.flatnonzero(digits.target == digit))[:count])
-            for index in chosen:
+            for index in choose(digit, np.flatnonzero(digits.target == digit)):
                 render(digits.images[index]).save(folder / f"digit{digit}_{index:04d}.png")
-    print(f"demo images: rendered {sum(long_tail_counts())} digits into {target}")
+                written += 1
+    print(f"demo images: rendered {written} digits into {target}")
     return target

@@ -72,7 +72,6 @@ def per_image_error_and_update(logits: torch.Tensor, targets: torch.Tensor, delt
 
 
 RANKINGS = {"per-image": per_image_error_and_update, "pooled": alrp_error_and_update}
-PRIORS = ("scores", "margin")  # where the --alrp-tau prior goes, see ALRPLoss.ranked_scores
 
 
 class _ErrorDrivenRanking(torch.autograd.Function):
@@ -108,11 +107,6 @@ def alrp_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float, ranking
                    help="ALRP: rank the logits plus tau log pi_c (pi_c the training share of class c), logit "
                         "adjustment's prior, in training only, so rare classes must win by log(n_max / n_c) more; "
                         "0 ranks the raw logits (default: %(default)s)"),
-    HyperParameter("--alrp-prior", "scores", options={"choices": PRIORS}, search=Choice(PRIORS), absent="scores",
-                   help="ALRP: where --alrp-tau's prior goes: scores: tau log pi_c added to every class's score "
-                        "(logit adjustment); margin: only the true class's score, lowered by tau log(n_max / n_y), "
-                        "so each class must win its own images by that margin and no class is discounted as a "
-                        "competitor (default: %(default)s)"),
     HyperParameter("--alrp-delta", 2.0, type=positive_float, search=Uniform(0.5, 4.0),
                    help="ALRP: half-width delta of the smoothed step on logit differences; the aLRP reference uses "
                         "1 on detection logits, 2 keeps the rare classes on digits-lt (default: %(default)s)"),
@@ -184,10 +178,9 @@ class ALRPLoss(Objective):
                       "one positive per sample")
 
     def __init__(self, delta: float = 2.0, ce_weight: float = 0.0, warmup: int = 0, ranking: str = "per-image",
-                 adjustment: torch.Tensor | None = None, prior: str = "scores"):
+                 adjustment: torch.Tensor | None = None):
         super().__init__()
         self.ranking = ranking
-        self.prior = prior
         self.register_buffer("adjustment", adjustment if adjustment is not None else torch.zeros(()))
         self.delta = float(delta)
         self.ce_weight = float(ce_weight)
@@ -200,16 +193,7 @@ class ALRPLoss(Objective):
         if args.alrp_tau > 0:
             require_every_class(class_counts, "--objective ALRP with --alrp-tau above 0")
             adjustment = (args.alrp_tau * torch.log(class_counts / class_counts.sum())).float()
-        return cls(args.alrp_delta, args.alrp_ce_weight, args.alrp_warmup, args.alrp_ranking, adjustment,
-                   args.alrp_prior)
-
-    def ranked_scores(self, logits, targets):
-        """The scores ranked in training: logits + tau log pi (prior scores), or the true class's
-        logit alone lowered by tau log(n_max / n_y) (prior margin); the logits when tau is 0."""
-        if self.prior == "scores" or self.adjustment.dim() == 0:
-            return logits + self.adjustment
-        margin = (self.adjustment - self.adjustment.max())[targets]  # tau log(n_y / n_max) <= 0
-        return logits + F.one_hot(targets, logits.shape[1]) * margin.unsqueeze(1)
+        return cls(args.alrp_delta, args.alrp_ce_weight, args.alrp_warmup, args.alrp_ranking, adjustment)
 
     def set_epoch(self, epoch: int, epochs: int) -> None:
         self.warming_up = epoch < self.warmup
@@ -218,7 +202,7 @@ class ALRPLoss(Objective):
         logits = logits.float()
         if self.warming_up:
             return F.cross_entropy(logits, targets)
-        loss = alrp_loss(self.ranked_scores(logits, targets), targets, self.delta, self.ranking)
+        loss = alrp_loss(logits + self.adjustment, targets, self.delta, self.ranking)
         if self.ce_weight > 0:
             loss = loss + self.ce_weight * F.cross_entropy(logits, targets)
         return loss

@@ -345,35 +345,6 @@ def test_tau_ranks_the_logits_plus_tau_log_prior_by_hand():
     assert torch.allclose(double.adjustment - double.adjustment[0], squared.adjustment - squared.adjustment[0])
 
 
-def test_margin_prior_lowers_only_the_true_class_score_by_hand():
-    # counts 3, 1, tau 1, delta 1. --alrp-prior margin: the true class's logit lowered by
-    # log(n_y / n_max), nothing added to the other classes. Class 1 (margin log 1/3 = -1.0986),
-    # logits (0, 0.5): ranked (0, -0.5986), N_FP = H(0.5986) = 0.7993, l = 0.4442 (with two classes
-    # the same as the prior on the scores). Class 0 (margin 0), logits (0.5, 0): ranked raw,
-    # N_FP = H(-0.5) = 0.25, l = 0.2, update (-0.2, +0.2); the prior on the scores discounts class 1
-    # by log(1/3) there, H(-1.5986) = 0, so that image had no error at all.
-    margin = criterion.build_criterion("ALRP", [3, 1], objective_args(alrp_delta=1.0, alrp_prior="margin"))
-    scores = criterion.build_criterion("ALRP", [3, 1], objective_args(alrp_delta=1.0))
-    rare, rare_target = torch.tensor([[0.0, 0.5]]), torch.tensor([1])
-    n_fp = 0.5986122886681098 / 2 + 0.5
-    assert margin(rare, rare_target).item() == pytest.approx(n_fp / (1 + n_fp), rel=1e-5)
-    assert scores(rare, rare_target).item() == pytest.approx(n_fp / (1 + n_fp), rel=1e-5)
-    common, common_target = torch.tensor([[0.5, 0.0]]), torch.tensor([0])
-    loss, grad = loss_and_grad(common, common_target, loss_fn=margin)
-    assert loss.item() == pytest.approx(0.2, rel=1e-6)
-    assert torch.allclose(grad, torch.tensor([[-0.2, 0.2]]), atol=1e-6)
-    assert scores(common, common_target).item() == 0.0
-
-
-def test_margin_prior_ranks_the_largest_class_on_its_raw_logits():
-    logits, targets = random_batch(3, batch=16, classes=4)
-    targets = torch.zeros_like(targets)  # every image of the largest class: no margin anywhere
-    margin = criterion.build_criterion("ALRP", [9, 4, 2, 1], objective_args(alrp_prior="margin"))
-    raw = criterion.build_criterion("ALRP", [9, 4, 2, 1], objective_args(alrp_tau=0.0))
-    assert margin(logits, targets).item() == pytest.approx(raw(logits, targets).item(), rel=1e-6)
-    assert margin.prior == "margin" and raw.prior == criterion.DEFAULTS["alrp_prior"]
-
-
 def test_alrp_needs_two_classes_and_refuses_drw():
     with pytest.raises(UserError, match="needs at least 2 classes"):
         criterion.build_criterion("ALRP", [5], objective_args())
@@ -392,7 +363,6 @@ def parse(argv):
     (["--alrp-ce-weight", "0.5"], "alrp_ce_weight", 0.5), (["--alrp-warmup", "0"], "alrp_warmup", 0),
     (["--alrp-warmup", "5"], "alrp_warmup", 5), (["--alrp-ranking", "pooled"], "alrp_ranking", "pooled"),
     (["--alrp-tau", "0"], "alrp_tau", 0.0), (["--alrp-tau", "0.5"], "alrp_tau", 0.5),
-    (["--alrp-prior", "margin"], "alrp_prior", "margin"), (["--alrp-prior", "scores"], "alrp_prior", "scores"),
 ])
 def test_arguments_accepted(argv, attribute, expected):
     assert getattr(parse(argv), attribute) == expected
@@ -401,7 +371,7 @@ def test_arguments_accepted(argv, attribute, expected):
 @pytest.mark.parametrize("argv", [
     ["--alrp-delta", "0"], ["--alrp-delta", "-1"], ["--alrp-delta", "nan"], ["--alrp-delta", "inf"],
     ["--alrp-ce-weight", "-0.1"], ["--alrp-ce-weight", "nan"], ["--alrp-warmup", "-1"], ["--alrp-warmup", "1.5"],
-    ["--alrp-ranking", "per-class"], ["--alrp-tau", "-1"], ["--alrp-tau", "nan"], ["--alrp-prior", "positive"],
+    ["--alrp-ranking", "per-class"], ["--alrp-tau", "-1"], ["--alrp-tau", "nan"],
 ])
 def test_nonsense_arguments_rejected(argv):
     with pytest.raises(UserError, match=f"argument {argv[0]}"):

@@ -244,7 +244,7 @@ def test_per_image_is_the_default_through_the_table():
     assert module.ranking == "per-image" == criterion.DEFAULTS["alrp_ranking"]
     module.set_epoch(0, 30)
     logits, targets = torch.tensor(HAND_LOGITS), torch.tensor(HAND_TARGETS)
-    adjusted = logits + torch.log(torch.tensor([3.0, 2.0, 1.0]) / 6)
+    adjusted = logits + 0.5 * torch.log(torch.tensor([3.0, 2.0, 1.0]) / 6)
     assert module(logits, targets).item() == pytest.approx(alrp_loss(adjusted, targets, 2.0, "per-image").item())
 
 
@@ -320,7 +320,7 @@ def test_the_default_arguments_are_the_declared_defaults():
     assert (module.delta, module.ce_weight, module.warmup, module.ranking) == (
         criterion.DEFAULTS["alrp_delta"], criterion.DEFAULTS["alrp_ce_weight"], criterion.DEFAULTS["alrp_warmup"],
         criterion.DEFAULTS["alrp_ranking"])
-    assert criterion.DEFAULTS["alrp_tau"] == 1.0
+    assert criterion.DEFAULTS["alrp_tau"] == 0.5
     # without the prior an empty class is fine; with it, log 0 is refused
     criterion.build_criterion("ALRP", [5, 0, 1], objective_args(alrp_tau=0.0))
     with pytest.raises(UserError, match="--alrp-tau above 0 uses per-class training counts"):
@@ -332,7 +332,7 @@ def test_tau_ranks_the_logits_plus_tau_log_prior_by_hand():
     # adjusted (log 3/4, 0.5 + log 1/4) = (-0.2877, -0.8863): N_FP = H(0.5986) = 0.7993, rank 1.7993,
     # l = 0.4442; without the prior H(-0.5) = 0.25, l = 0.2. The update is taken at the adjusted scores.
     logits, targets = torch.tensor([[0.0, 0.5]]), torch.tensor([1])
-    module = criterion.build_criterion("ALRP", [3, 1], objective_args(alrp_delta=1.0))
+    module = criterion.build_criterion("ALRP", [3, 1], objective_args(alrp_delta=1.0, alrp_tau=1.0))
     loss, grad = loss_and_grad(logits, targets, loss_fn=module)
     n_fp = (math.log(3 / 4) - (0.5 + math.log(1 / 4))) / 2 + 0.5
     assert loss.item() == pytest.approx(n_fp / (1 + n_fp), rel=1e-5)
@@ -343,6 +343,22 @@ def test_tau_ranks_the_logits_plus_tau_log_prior_by_hand():
     double = criterion.build_criterion("ALRP", [3, 1], objective_args(alrp_tau=2.0))
     squared = criterion.build_criterion("ALRP", [9, 1], objective_args(alrp_tau=1.0))
     assert torch.allclose(double.adjustment - double.adjustment[0], squared.adjustment - squared.adjustment[0])
+
+
+def test_the_prior_lets_a_head_image_lose_to_a_rare_class_by_tau_log_ratio_minus_delta_at_no_error():
+    # counts 126, 1 (digits-lt100's extremes), delta 2. A digit-0 image on which class 1 outscores
+    # it by 2.5: the ranked difference is 2.5 + tau log(1 / 126), H = 0 below -delta, so the image
+    # has no error while misclassified as long as 2.5 < tau log 126 - delta (2.84 at tau 1, 0.42
+    # at tau 0.5): this is what cost digit 0 its recall at tau 1 (docs/objectives.md).
+    logits, targets = torch.tensor([[0.0, 2.5]]), torch.tensor([0])
+    at_one = criterion.build_criterion("ALRP", [126, 1], objective_args(alrp_tau=1.0, alrp_delta=2.0))
+    loss, grad = loss_and_grad(logits, targets, loss_fn=at_one)
+    assert loss.item() == 0.0 and not grad.any()
+    at_half = criterion.build_criterion("ALRP", [126, 1], objective_args(alrp_tau=0.5, alrp_delta=2.0))
+    n_fp = (2.5 + 0.5 * math.log(1 / 126)) / 4 + 0.5
+    loss, grad = loss_and_grad(logits, targets, loss_fn=at_half)
+    assert loss.item() == pytest.approx(n_fp / (1 + n_fp), rel=1e-5)
+    assert torch.allclose(grad, torch.tensor([[-n_fp / (1 + n_fp), n_fp / (1 + n_fp)]]), atol=1e-6)
 
 
 def test_alrp_needs_two_classes_and_refuses_drw():

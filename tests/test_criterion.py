@@ -447,7 +447,7 @@ def test_argument_defaults_and_group():
         "ccegamma": 5.0, "flgamma": 2.0, "flalpha": None, "spbl_paces": (0.5, 0.75, 0.9, 1.0, 1.0),
         "spbl_max_weight": 10.0, "spbl_resample": True, "ghm_bins": 30,
         "ghm_momentum": 0.75, "cb_beta": 0.9999, "ldam_max_m": 0.5, "ldam_s": 30.0, "la_tau": 1.0, "drw": None,
-        "las_head": 0.3, "las_tail": 0.0, "las_shape": "concave", "alrp_ranking": "per-image", "alrp_tau": 1.0, "alrp_delta": 2.0, "alrp_ce_weight": 0.0, "alrp_warmup": 0,
+        "las_head": 0.3, "las_tail": 0.0, "las_shape": "concave", "alrp_ranking": "per-image", "alrp_tau": 0.5, "alrp_delta": 2.0, "alrp_ce_weight": 0.0, "alrp_warmup": 0,
     }
     parser = argparse.ArgumentParser()
     criterion.add_arguments(parser)

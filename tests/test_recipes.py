@@ -279,7 +279,7 @@ def test_report_without_baseline_has_no_difference_columns(folder, run):
 def test_a_run_from_before_an_option_groups_with_what_it_trained_with():
     """ALRP ranked pooled raw logits before --alrp-ranking and --alrp-tau existed; an older run's
     args.json lacks both, so it must not pool with runs of today's per-image default."""
-    assert (plan.defaults()["alrp_ranking"], plan.defaults()["alrp_tau"]) == ("per-image", 1.0)
+    assert (plan.defaults()["alrp_ranking"], plan.defaults()["alrp_tau"]) == ("per-image", 0.5)
     older = plan.defaults_of_older_runs()
     assert (older["alrp_ranking"], older["alrp_tau"]) == ("pooled", 0.0)
     assert {k: v for k, v in older.items() if k not in ("alrp_ranking", "alrp_tau")} == \

@@ -15,6 +15,10 @@
 #                            environment, replace the schedule, e.g. to check the plan on a tiny stand-in.
 #       mislas               MiSLAS's two stages x seeds 0 1 2: ERM with mixup, then the classifier alone with
 #                            LAS, class-balanced sampling and BatchNorm statistics updated (~20 min)
+#       lt100                every digit cut to imbalance 100 (0_data_split.py --demo --long-tail 100: 126 training
+#                            images of digit 0 down to 1 of digit 9, 26 valid and 26 test images a digit): ERM, LA,
+#                            LDAM-DRW and ALRP (per image, and pooled as it was) x seeds 0-4, then the recipes
+#                            report against ERM (25 runs, ~25 min)
 #
 # Each plan stops at the first command that fails.
 set -euo pipefail
@@ -111,6 +115,24 @@ mislas() {
     python 4_report.py logs/ResNet32/$DATASET --baseline ERM
 }
 
+lt100() {
+    python 0_data_split.py --demo --long-tail 100 --overwrite
+    local lt=digits-lt100
+    for seed in 0 1 2 3 4; do
+        for objective in ERM LA ALRP; do
+            python 1_train.py --dataset=$lt --model_index=$MODEL --objective=$objective $DEMO_SCHEDULE --seed $seed
+            python 2_test.py --dataset=$lt --model_index=$MODEL --objective=$objective
+        done
+        python 1_train.py --dataset=$lt --model_index=$MODEL --objective=LDAM --drw 21 $DEMO_SCHEDULE --seed $seed
+        python 2_test.py --dataset=$lt --model_index=$MODEL --objective=LDAM-DRW
+        # ALRP's ranking as it was: the batch's B x C raw logits pooled into one ranking
+        python 1_train.py --dataset=$lt --model_index=$MODEL --objective=ALRP --alrp-ranking pooled --alrp-tau 0 \
+            $DEMO_SCHEDULE --seed $seed
+        python 2_test.py --dataset=$lt --model_index=$MODEL --objective=ALRP
+    done
+    python 4_report.py logs/ResNet32/$lt --baseline ERM
+}
+
 plan=${1:-demo}
 case "$plan" in
     demo) demo ;;
@@ -118,5 +140,6 @@ case "$plan" in
     compare) compare ;;
     cifar10-lt) cifar10_lt ;;
     mislas) mislas ;;
-    *) echo "error: unknown plan '$plan'; plans in 3_run.sh: demo, objectives, compare, cifar10-lt, mislas" >&2; exit 2 ;;
+    lt100) lt100 ;;
+    *) echo "error: unknown plan '$plan'; plans in 3_run.sh: demo, objectives, compare, cifar10-lt, mislas, lt100" >&2; exit 2 ;;
 esac

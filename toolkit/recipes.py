@@ -8,7 +8,6 @@ splits runs rather than silently pooling runs that may differ.
 """
 import json
 import math
-import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,7 +35,6 @@ NEUTRAL = frozenset({
 })
 METRICS = ("test_acc", "test_bacc", "test_macro_f1")
 CONFIDENCE = 0.95
-RUN_STAMP = re.compile(r"\d{4}(-\d\d){5}")  # a run directory's name, YYYY-MM-DD-HH-MM-SS
 
 
 def recipe_settings(args: dict, defaults: dict | None = None) -> dict:
@@ -59,10 +57,10 @@ def started_from(pretrained: str, defaults: dict | None = None):
     date-time replaced by * (and a best checkpoint's value by <best>) stands for it; any other file
     is its path."""
     path = Path(pretrained)
-    run_dir = path if (path / "args.json").is_file() or RUN_STAMP.fullmatch(path.name) else path.parent
+    run_dir = path if (path / "args.json").is_file() or runs.DATETIME_PATTERN.fullmatch(path.name) else path.parent
     if (run_dir / "args.json").is_file():
         return {"run of": run_dir.parent.name, **recipe_settings(runs.read_args(run_dir), defaults)}
-    if not RUN_STAMP.fullmatch(run_dir.name):
+    if not runs.DATETIME_PATTERN.fullmatch(run_dir.name):
         return pretrained
     if run_dir == path:
         return (run_dir.parent / "*").as_posix()

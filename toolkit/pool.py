@@ -16,7 +16,7 @@ from toolkit.cli import UserError, counted, plural, progress_bar
 from toolkit.data import ImageSet, Split, dataset_hashes, load_images, scan_split
 from toolkit.evaluation import run_dataset
 from toolkit.files import write_csv, write_json
-from toolkit.images import IMAGE_EXTENSIONS, decode_image, hashes_of, images_in
+from toolkit.images import IMAGE_EXTENSIONS, decoded_or_reason, hashes_of, images_in
 from toolkit.predictor import Predictor
 
 QUERY_COLUMNS = ["rank", "path", "score", "predicted", "probability", "label"]
@@ -63,14 +63,9 @@ def read_pool(folder: Path, height: int, width: int, known_hashes: set, workers:
             seen.add(digest)
             kept.append(path)
 
-    def decode(path):
-        try:
-            return torch.from_numpy(decode_image(path, height, width)).permute(2, 0, 1)
-        except UserError as e:
-            return str(e)
-
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        decoded = list(progress_bar(pool.map(decode, kept), progress, total=len(kept), desc="decode pool", unit="img"))
+        decoded = list(progress_bar(pool.map(lambda path: decoded_or_reason(path, height, width), kept), progress,
+                                    total=len(kept), desc="decode pool", unit="img"))
     unreadable += [(p, image) for p, image in zip(kept, decoded) if isinstance(image, str)]
     good = [(p, image) for p, image in zip(kept, decoded) if not isinstance(image, str)]
     images = torch.stack([image for _, image in good]) if good else torch.empty(0, 3, height, width, dtype=torch.uint8)

@@ -93,3 +93,11 @@ def test_the_layers_below_the_machinery_import_only_the_base():
         assert toolkit <= base, f"{path.relative_to(REPO)} imports {sorted(toolkit - base)}"
         if path.parent.name in ("losses", "models"):
             assert not project_imports(path) & {"criterion", "get_model"}, path
+
+
+def test_the_readme_stays_readable():
+    """README.md: at most 450 lines, none over 300 characters; details live in docs/."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 450, f"README.md has {len(lines)} lines; move details into a docs/ page"
+    long = [number for number, line in enumerate(lines, start=1) if len(line) > 300]
+    assert not long, f"README.md lines over 300 characters: {long}"

@@ -17,7 +17,7 @@ from toolkit.data import ImageSet, Split, dataset_hashes, load_images, scan_spli
 from toolkit.evaluation import run_dataset
 from toolkit.files import write_csv, write_json
 from toolkit.images import IMAGE_EXTENSIONS, decoded_or_reason, hashes_of, images_in
-from toolkit.predictor import Predictor
+from toolkit.predictor import PredictionSettings, Predictor
 
 QUERY_COLUMNS = ["rank", "path", "score", "predicted", "probability", "label"]
 PSEUDO_COLUMNS = ["path", "label", "probability"]
@@ -108,7 +108,7 @@ def class_table(class_names, train_counts, predicted, picked, pseudo_labelled) -
 
 
 @dataclass
-class QuerySettings:
+class QuerySettings(PredictionSettings):
     """What a query is asked: the run whose best checkpoint predicts, the pool, the budget and how
     to spend it, the pseudo-label rule, and where and how to predict (6_active.py's arguments)."""
     run: Path
@@ -119,13 +119,7 @@ class QuerySettings:
     pseudo_threshold: float = PSEUDO_THRESHOLD
     pseudo_alpha: float = PSEUDO_ALPHA
     seed: int = 0  # of --acquisition random
-    data_root: Path | None = None  # the run's dataset is below it (default: the run's own data root)
-    device: str = "auto"
-    precision: str = "fp32"
-    batchsize: int = 128
-    workers: int = 2
-    cache_gb: float = 4.0
-    progress: bool = True
+    precision: str = field(default="fp32", kw_only=True)
 
     RECORDED = ("run", "pool", "budget", "acquisition", "balance", "pseudo_threshold", "pseudo_alpha", "seed",
                 "precision")  # what query.json keeps: what decides the outcome, not where it ran

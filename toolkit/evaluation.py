@@ -115,7 +115,7 @@ def evaluate(run_dir: Path, options: Options | None = None) -> Tested:
     subject = Subject.of_run(run_dir, options or Options())
     labels, logits, correction = corrected(subject)
     settings = test_settings(subject, len(labels), correction)
-    out_dir = output_dir(subject.run_dir / correction.folder, options, settings["data"])
+    out_dir = output_dir(subject.run_dir / correction.folder, subject.options, settings["data"])
     scores = write_test(out_dir, subject, settings, labels, logits)
     return Tested(subject, labels, logits, correction, settings, scores, out_dir)
 

@@ -293,7 +293,7 @@ def knobs(mixing: bool) -> tuple:
 
 
 SEARCHED_KNOBS = knobs(mixing=False)
-# drawn only for objectives that take mixed batches (search.recipe_knobs); a second would need a place there
+# exactly one, drawn only for objectives that take mixed batches (search.recipe_knobs adds it there)
 MIXUP_ALPHA, = knobs(mixing=True)
 DRW_SHARE = HyperParameter("--drw-share", 0.8, "a -DRW recipe's re-weighting start as a share of --epochs "
                            "(LDAM-DRW's reference: epoch 160 of 200)", search=Uniform(0.5, 0.9))

@@ -72,10 +72,9 @@ def training_argv(train_argv: list, args) -> tuple:
     """The options every trial shares, checked by 1_train.py's own parser; and the given dests."""
     parser = plan.build_parser()
     given = cli.given_options(parser, train_argv)
-    for dest, why in (("objective", "name recipes with --objectives"), ("drw", "name a -DRW recipe in --objectives "
-                      "(its epoch is searched)"), ("resume", "use --resume SEARCH_DIR")):
-        if dest in given:
-            raise cli.UserError(f"--{dest.replace('_', '-')} is not for 7_search.py: {why}")
+    for option in plan.OPTIONS:
+        if isinstance(option.search, plan.Refused) and option.dest in given:
+            raise cli.UserError(f"{option.flag} is not for 7_search.py: {option.search.why}")
     objective_flags = set(criterion.DEFAULTS)
     readers = {d for recipe in args.objectives for d in criterion.OBJECTIVES[search.split_recipe(recipe)[0]].flags}
     unread = sorted(given & objective_flags - readers)
@@ -85,7 +84,7 @@ def training_argv(train_argv: list, args) -> tuple:
                             f"objective that does")
     shared = [*train_argv, "--no-progress"] + ([] if "monitor" in given else ["--monitor", "bacc"])
     base = plan.parse_args(search.for_objective(shared, search.BASELINE) + ["--objective", search.BASELINE])
-    mixing = sorted(given & {"mixup", "cutmix"})
+    mixing = sorted(given & {o.dest for o in plan.OPTIONS if o.mixes})
     refusing = [r for r in args.objectives
                 if criterion.OBJECTIVES[search.split_recipe(r)[0]].loss.mixing_refusal is not None]
     if mixing and refusing:

@@ -3,10 +3,14 @@
 1_train.py, 4_report.py (the defaults of older runs), 6_active.py's simulation, the benchmarks and
 the recipe search all parse a plan here, so a training flag means the same everywhere. The plan is
 the argparse parser itself, not a typed object beside it: the parser already holds each option's
-type, default, check and help, and a second description would have to be kept equal to it.
+type, default, check and help, and a second description would have to be kept equal to it. What an
+option is beyond its parsing (may a resume change it, does it change the recipe, does a simulation
+take it, does a search draw it or refuse it) is its row in OPTIONS, and every list of options that
+another module reads is derived from those rows.
 """
 import argparse
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import criterion
@@ -15,9 +19,6 @@ from toolkit.space import Choice, HyperParameter, LogUniform, Uniform
 
 WARMUP_EPOCHS = 5
 MONITORS = ("acc", "bacc", "macro_f1")
-# what a resumed run may change; everything else is the run's own, from its args.json
-RESUMABLE = {"resume", "epochs", "early_stop", "workers", "device", "precision", "compile", "cache_gb",
-             "threads", "no_progress", "dry_run", "data_root", "logs_root"}
 
 
 def build_parser():
@@ -104,6 +105,79 @@ def build_parser():
     arguments.add_progress(p)
     criterion.add_arguments(p)
     return p
+
+
+# ---------------------------------------------------------------- what each option is to the rest of the toolkit
+# build_parser says how an option is typed; its row in OPTIONS says what it is to resume, to recipes,
+# to a simulation and to a search. The lists those read (RESUMABLE, recipes.NEUTRAL,
+# simulation.NOT_IN_A_SIMULATION, the search's refusals and knobs) are derived from the rows, and
+# tests/test_plan.py fails while an option of the parser has no row. The objectives' flags are
+# declared by the objectives (losses/) and are of the default kind; a row here only for --drw.
+
+@dataclass(frozen=True)
+class Refused:
+    """A search refuses the option, for this reason (a trial sets it itself)."""
+    why: str
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of the plan, by its flag; the defaults are the usual kind: it changes what is
+    trained, so resume keeps the run's own value and runs that differ in it are different recipes."""
+    flag: str
+    resumable: bool = False  # a resumed run may change it (else it keeps its args.json's value)
+    recipe: bool = True  # it changes what is trained (False: in recipes.NEUTRAL, runs differing in it are repeats)
+    simulation: bool = True  # 6_active.py --simulate passes it to its rounds (False: refused, it sets it itself)
+    search: Uniform | Choice | Refused | None = None  # the range a search draws it from, or why it refuses it;
+    # None: not searched, a value given to 7_search.py is every trial's
+    mixes: bool = False  # it mixes batches: only objectives that take mixed batches train with it
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def searched(self) -> bool:
+        return self.search is not None and not isinstance(self.search, Refused)
+
+
+def options(*flags, **kind) -> tuple:
+    """Rows for several flags of one kind."""
+    return tuple(Option(flag, **kind) for flag in flags)
+
+
+OPTIONS = (
+    # what is trained. The searched ones first, in the order a search draws them (tests/test_search.py)
+    Option("--lr", search=LogUniform(0.01, 0.4)),
+    # Alshammari et al., CVPR 2022: tuned weight decay alone lifts plain CE on long-tailed data
+    Option("--weight-decay", search=LogUniform(1e-5, 1e-2)),
+    Option("--sampler", search=Choice(sampling.SAMPLERS)),
+    # Foret et al. 2021; Rangwani et al. 2022 for long tails (each trial with SAM costs two passes a step)
+    Option("--sam", search=Choice((None, 0.05, 0.1))),
+    Option("--mixup", search=Choice((None, 0.1, 0.2, 0.4)), mixes=True),  # drawn where the objective takes it
+    Option("--cutmix", mixes=True),
+    Option("--objective", search=Refused("name recipes with --objectives")),
+    Option("--drw", search=Refused("name a -DRW recipe in --objectives (its epoch is searched)")),
+    Option("--dataset", simulation=False),
+    # the rest of what is trained
+    *options("--model_index", "--pretrained", "--freeze-backbone", "--update-bn-stats", "--batchsize", "--height",
+             "--width", "--lrstep", "--lrstepgamma", "--warmup", "--momentum", "--max-norm", "--monitor", "--drs",
+             "--augment", "--randaugment-n", "--randaugment-m", "--mix-prob"),
+    # how long: a resumed run may train longer, or stop earlier
+    *options("--epochs", "--early-stop", resumable=True),
+    # the repeats of a recipe: the seed tells them apart, --deterministic repeats one bit for bit
+    Option("--seed", recipe=False, simulation=False),
+    Option("--deterministic", recipe=False),
+    # where and how it runs: the same training anywhere, so a resumed run may change it
+    *options("--workers", "--device", "--threads", "--compile", "--cache-gb", "--no-progress", resumable=True,
+             recipe=False),
+    Option("--precision", resumable=True),  # bf16 and fp16 train other numbers; recipes drops it when auto
+    # bookkeeping: where things are, and what a command does
+    *options("--data-root", "--logs-root", "--dry-run", resumable=True, recipe=False, simulation=False),
+    Option("--resume", resumable=True, recipe=False, simulation=False, search=Refused("use --resume SEARCH_DIR")),
+)
+# what a resumed run may change; everything else is the run's own, from its args.json
+RESUMABLE = frozenset(o.dest for o in OPTIONS if o.resumable)
 
 
 def parse_args(argv=None):
@@ -207,26 +281,22 @@ def defaults_of_older_runs() -> dict:
 
 # ---------------------------------------------------------------- the shared knobs a recipe search tunes
 # 7_search.py draws these for every objective (beside the objective's own, declared in losses/), from
-# these ranges. A knob given on 7_search.py's command line is fixed, not searched. The defaults are
-# the training plan's (the DRW share is not a flag: --drw EPOCH = round(share * --epochs) + 1).
+# the ranges of OPTIONS. A knob given on 7_search.py's command line is fixed, not searched. The defaults
+# and help are the parser's (the DRW share is not a flag: --drw EPOCH = round(share * --epochs) + 1).
 
-def knob(flag: str, help_text: str, search) -> HyperParameter:
-    """A training option a search tunes, its default the parser's (written once, above)."""
-    return HyperParameter(flag, defaults()[flag.lstrip("-").replace("-", "_")], help_text, search=search)
+def knobs(mixing: bool) -> tuple:
+    """The searched options (those that mix batches, or the others) as HyperParameters, with the
+    parser's defaults and help."""
+    actions = {a.dest: a for a in build_parser()._actions}
+    return tuple(HyperParameter(o.flag, actions[o.dest].default, actions[o.dest].help, search=o.search)
+                 for o in OPTIONS if o.searched and o.mixes == mixing)
 
 
-SEARCHED_KNOBS = (
-    knob("--lr", "initial learning rate", LogUniform(0.01, 0.4)),
-    # Alshammari et al., CVPR 2022: tuned weight decay alone lifts plain CE on long-tailed data
-    knob("--weight-decay", "SGD weight decay", LogUniform(1e-5, 1e-2)),
-    knob("--sampler", "training sampler", Choice(sampling.SAMPLERS)),
-    # Foret et al. 2021; Rangwani et al. 2022 for long tails (each trial with SAM costs two passes a step)
-    knob("--sam", "SAM's rho (none: off)", Choice((None, 0.05, 0.1))),
-)
+SEARCHED_KNOBS = knobs(mixing=False)
+# exactly one, drawn only for objectives that take mixed batches (search.recipe_knobs adds it there)
+MIXUP_ALPHA, = knobs(mixing=True)
 DRW_SHARE = HyperParameter("--drw-share", 0.8, "a -DRW recipe's re-weighting start as a share of --epochs "
                            "(LDAM-DRW's reference: epoch 160 of 200)", search=Uniform(0.5, 0.9))
-MIXUP_ALPHA = knob("--mixup", "mixup's alpha, objectives that take mixed batches only (none: off)",
-                   Choice((None, 0.1, 0.2, 0.4)))
 
 
 def drw_epoch(share: float, epochs: int) -> int:

@@ -17,22 +17,18 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from toolkit import runs
+from toolkit import plan, runs
 from toolkit.cli import UserError
 
-# args.json keys that do not change the result. seed: the repeats themselves. Where and how it ran:
-# device/device_used, workers, threads, cache_gb, compile, precision_used (see recipe_settings), versions,
-# deterministic (the same method, bit-exact repeats only). Bookkeeping: resume, dry_run,
-# no_progress, data_root, logs_root. Derived from other keys: model_name (model_index), mean and
-# std (the training images), cosine_scale (the objective and --ldam-s).
-# Not neutral: processes (the batch is per process), epochs, early_stop, pretrained, the
-# objective's hyper-parameters (also those of other objectives: conservative), class_names and
-# class_counts (another split of the data is another experiment).
-NEUTRAL = frozenset({
-    "seed", "device", "device_used", "workers", "threads", "cache_gb", "compile", "precision_used", "versions",
-    "deterministic", "resume", "dry_run", "no_progress", "data_root", "logs_root",
-    "model_name", "mean", "std", "cosine_scale",
-})
+# args.json keys that do not change the result: the options declared so in toolkit/plan.py's OPTIONS
+# (the seed, where and how it ran, bookkeeping), and what a run records beside its options:
+# device_used, precision_used (see recipe_settings), versions; derived from other keys: model_name
+# (model_index), mean and std (the training images), cosine_scale (the objective and --ldam-s).
+# Not neutral: every other option (the objectives' flags too, also those of other objectives:
+# conservative), processes (the batch is per process), class_names and class_counts (another split
+# of the data is another experiment), and any key this module does not know.
+NEUTRAL = frozenset({o.dest for o in plan.OPTIONS if not o.recipe} | {
+    "device_used", "precision_used", "versions", "model_name", "mean", "std", "cosine_scale"})
 METRICS = ("test_acc", "test_bacc", "test_macro_f1")
 CONFIDENCE = 0.95
 

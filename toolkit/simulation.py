@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from toolkit import acquisition, augment, data, engine, files, metrics, plots, recipes, runs, training
-from toolkit.plan import parse_args as parse_training_plan
+from toolkit.plan import OPTIONS as TRAINING_OPTIONS, parse_args as parse_training_plan
 from toolkit.cli import UserError, counted, plural, progress_bar
 from toolkit.predictor import Predictor
 
@@ -33,7 +33,7 @@ CURVE_COLUMNS = ["strategy", "seed", "round", "labelled", "test_acc", "test_bacc
                  "pseudo_labels", "pseudo_precision"]
 QUERY_COLUMNS = ["strategy", "seed", "round", "rank", "path", "label", "predicted", "score"]
 BASELINE = "random"
-NOT_IN_A_SIMULATION = ("--seed", "--resume", "--dry-run", "--dataset", "--data-root", "--logs-root")
+NOT_IN_A_SIMULATION = tuple(o.flag for o in TRAINING_OPTIONS if not o.simulation)  # it sets them itself
 
 
 @dataclass

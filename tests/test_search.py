@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, TRAIN_ARGS
 
-from toolkit import plan, search
+from toolkit import plan, search, search_space
 from toolkit.space import Integer, LogUniform, Uniform
 
 SEARCH_ARGS = ["--objectives", "ERM", "LA", "--search-only", "weight_decay", "la_tau"]
@@ -49,38 +49,40 @@ def finished(trials) -> list:
 # ---------------------------------------------------------------- the space
 
 def test_each_recipe_draws_the_shared_knobs_its_own_and_mixup_only_where_mixed_batches_are_scored():
-    dests = {recipe: [h.dest for h in search.recipe_knobs(recipe)] for recipe in ("ERM", "LA", "LDAM-DRW", "SPBL")}
+    dests = {recipe: [h.dest for h in search_space.recipe_knobs(recipe)] for recipe in ("ERM", "LA", "LDAM-DRW", "SPBL")}
     assert dests["ERM"] == ["lr", "weight_decay", "sampler", "sam", "mixup"]
     assert dests["LA"] == ["lr", "weight_decay", "sampler", "sam", "la_tau", "mixup"]
     assert dests["LDAM-DRW"] == ["lr", "weight_decay", "sampler", "sam", "ldam_max_m", "ldam_s", "drw_share", "mixup"]
     assert dests["SPBL"] == ["lr", "weight_decay", "sampler", "sam", "spbl_max_weight", "spbl_resample"]  # no mixup
-    assert [h.dest for h in search.recipe_knobs("LA", {"lr", "mixup"})] == ["weight_decay", "sampler", "sam", "la_tau"]
-    for recipe in (*search.DEFAULT_RECIPES, "ERM-DRW"):
-        for knob in search.recipe_knobs(recipe):
+    assert [h.dest for h in search_space.recipe_knobs("LA", {"lr", "mixup"})] == ["weight_decay", "sampler", "sam", "la_tau"]
+    for recipe in (*search_space.DEFAULT_RECIPES, "ERM-DRW"):
+        for knob in search_space.recipe_knobs(recipe):
             assert knob.search.holds(knob.default), (recipe, knob.flag)
 
 
 def test_a_drawn_recipe_is_an_ordinary_training_plan():
     params = {"recipe": "LDAM-DRW", "weight_decay": 0.001, "ldam_max_m": 0.3, "drw_share": 0.8, "mixup": None}
-    argv = search.recipe_argv("LDAM-DRW", params, 200)
+    argv = search_space.recipe_argv("LDAM-DRW", params, 200)
     assert argv == ["--objective", "LDAM", "--weight-decay", "0.001", "--ldam-max-m", "0.3", "--drw", "161"]
     args = plan.parse_args(["--model_index", "41", "--dataset", "x", "--epochs", "200", *argv])
     assert (args.objective, args.drw, args.weight_decay, args.ldam_max_m, args.mixup) == ("LDAM", 161, 0.001, 0.3, None)
-    assert search.recipe_argv("SPBL", {"spbl_resample": False}, 10) == ["--objective", "SPBL", "--no-spbl-resample"]
-    assert search.late_change(args) == 161
+    assert search_space.recipe_argv("SPBL", {"spbl_resample": False}, 10) == ["--objective", "SPBL", "--no-spbl-resample"]
+    assert search_space.late_change(args) == 161
     shared = ["--epochs", "3", "--la-tau", "1.5", "--no-spbl-resample", "--drw", "2"]
-    assert search.for_objective(shared, "CCE") == ["--epochs", "3"]
-    assert search.for_objective(shared, "SPBL") == ["--epochs", "3", "--no-spbl-resample"]
-    assert search.for_objective(shared, "ERM") == ["--epochs", "3", "--drw", "2"]
+    assert search_space.for_objective(shared, "CCE") == ["--epochs", "3"]
+    assert search_space.for_objective(shared, "SPBL") == ["--epochs", "3", "--no-spbl-resample"]
+    assert search_space.for_objective(shared, "ERM") == ["--epochs", "3", "--drw", "2"]
     spbl = plan.parse_args(["--model_index", "41", "--dataset", "x", "--epochs", "30", "--objective", "SPBL"])
-    assert search.late_change(spbl) == 26  # 6 stages of 5 epochs: the last begins at epoch 26
+    assert search_space.late_change(spbl) == 26  # 6 stages of 5 epochs: the last begins at epoch 26
+    plain = plan.parse_args(["--model_index", "41", "--dataset", "x", "--epochs", "30", "--objective", "LA"])
+    assert search_space.late_change(plain) == 0  # the protocol's default: no stage of its own
 
 
 def test_grid_values_spread_over_each_range_on_its_scale():
-    assert search.grid_values(LogUniform(1e-5, 1e-2), 4) == [1e-5, 1e-4, 1e-3, 1e-2]
-    assert search.grid_values(Uniform(0.0, 2.5), 3) == [0.0, 1.25, 2.5]
-    assert search.grid_values(Integer(5, 50), 3) == [5, 28, 50]  # 27.5 rounds to even
-    combos = search.grid(["ERM", "LA"], {"lr", "sampler", "sam", "mixup"}, 2)
+    assert search_space.grid_values(LogUniform(1e-5, 1e-2), 4) == [1e-5, 1e-4, 1e-3, 1e-2]
+    assert search_space.grid_values(Uniform(0.0, 2.5), 3) == [0.0, 1.25, 2.5]
+    assert search_space.grid_values(Integer(5, 50), 3) == [5, 28, 50]  # 27.5 rounds to even
+    combos = search_space.grid(["ERM", "LA"], {"lr", "sampler", "sam", "mixup"}, 2)
     assert len(combos) == 2 + 2 * 2 and combos[0] == {"recipe": "ERM", "weight_decay": 1e-5}
 
 
@@ -95,7 +97,7 @@ def test_space_prints_every_recipe_and_its_ranges(run):
 # ---------------------------------------------------------------- pruning
 
 def test_the_guard_never_prunes_before_a_late_change_has_settled():
-    pruner = search.build_pruner("halving", 1, 2, 10)
+    pruner = search_space.build_pruner("halving", 1, 2, 10)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for value in (50.0, 60.0):  # two strong trials that reached every rung
         trial = study.ask()
@@ -110,7 +112,7 @@ def test_the_guard_never_prunes_before_a_late_change_has_settled():
         assert not late.should_prune(), epoch
     late.report(10.0, 8)
     assert late.should_prune()  # judged once settled, and still poor
-    unguarded = optuna.create_study(direction="maximize", pruner=search.build_pruner("unguarded", 1, 2, 10))
+    unguarded = optuna.create_study(direction="maximize", pruner=search_space.build_pruner("unguarded", 1, 2, 10))
     for trial in study.trials[:2]:
         unguarded.add_trial(trial)
     early = unguarded.ask()

@@ -15,14 +15,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
-from toolkit import files, metrics, plan, plots, recipes, report_page, runs, search
+from toolkit import files, metrics, plan, plots, recipes, report_page, runs, search, search_space, search_storage
 
 SIGNIFICANCE = 0.05
 
 
 def trials_rows(study, settings) -> list:
     """trials.csv: number, state, objective, run_dir, every parameter, the value, the value at each rung."""
-    rungs = search.rung_epochs(settings)
+    rungs = search_space.rung_epochs(settings)
     names = list(dict.fromkeys(k for t in study.trials for k in t.params if k != "recipe"))
     rows = []
     for t in study.trials:
@@ -202,7 +202,7 @@ def build_page(settings, study, first_line: str, rows: list, grouped, table, bas
 def write_results(settings, say=print) -> str:
     """Every file of the answer into the search folder; returns the first line."""
     folder = Path(settings.search_dir)
-    study = search.load(settings, settings.study)
+    study = search_storage.load(settings, settings.study)
     files.write_csv(folder / "trials.csv", trials_rows(study, settings))
     written = ["trials.csv"]
     if not settings.finalists:

@@ -7,7 +7,7 @@ the best on fresh seeds against ERM, with intervals and paired tests (see docs/s
     python 7_search.py ... --storage postgresql://user@host/db   # the same command on every machine
 
 writes logs/search/NAME/<YYYY-MM-DD-HH-MM-SS>/: trials.csv, finalists.csv, recipes.csv, report.html;
-every trial is an ordinary run directory under logs/.
+every trial is an ordinary run directory under its runs/ (python 4_report.py that/runs reports them).
 """
 import json
 import multiprocessing
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import criterion
-from toolkit import cli, data, plan, recipes, runs, search, search_report, search_space, search_storage
+from toolkit import cli, data, plan, recipes, runs, search, search_budget, search_report, search_space, search_storage
 
 # the seed-to-seed spread of the paired difference on digits-lt asks for 7 (docs/search.md, "How many seeds")
 DEFAULT_SEEDS = [1, 2, 3, 4, 5, 6, 7]
@@ -33,7 +33,9 @@ def build_parser():
                         f"(default: {' '.join(search_space.DEFAULT_RECIPES)})")
     p.add_argument("--trials", type=cli.positive_int, help="trials of the study, all processes together; pruned "
                                                            "ones count (default: 40, or the grid's size)")
-    p.add_argument("--minutes", type=cli.positive_float, help="start no trial after this many minutes")
+    p.add_argument("--minutes", type=cli.positive_float,
+                   help="the whole answer, search and confirmation, within this many minutes: trials stop early "
+                        "enough for the confirmation, whose seeds are cut to those that fit (docs/search.md)")
     p.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS,
                    help="the confirmation's seeds, not the search's --seed (default: 1 to 7)")
     p.add_argument("--finalists", type=cli.non_negative_int, default=3,
@@ -138,7 +140,8 @@ def new_settings(args, train_argv) -> search_storage.Settings:
                            seed=base.seed, trials=args.trials, minutes=args.minutes, seeds=args.seeds,
                            finalists=args.finalists, pruner=args.pruner, min_resource=args.min_resource,
                            reduction_factor=args.reduction_factor, heartbeat=args.heartbeat,
-                           search_seed=args.search_seed, grid=args.grid, fingerprint=fingerprint(base, args))
+                           search_seed=args.search_seed, grid=args.grid, fingerprint=fingerprint(base, args),
+                           jobs=args.jobs)
 
 
 def start(args, train_argv) -> search_storage.Settings:
@@ -149,7 +152,7 @@ def start(args, train_argv) -> search_storage.Settings:
         storage, study = search_storage.open_study(settings, create=True)
         settings.joined = study is not None
     folder = runs.new_dated_dir(Path(logs_root) / "search" / settings.dataset, "a search folder")
-    settings.search_dir = str(folder)
+    settings.search_dir, settings.runs_root = str(folder), str(folder / "runs")  # the user's logs/ left as it was
     if not settings.storage:
         settings.storage = str(folder / "study.journal")
         storage, study = search_storage.open_study(settings, create=True)
@@ -199,6 +202,8 @@ def body(argv=None) -> int:
     else:
         settings = start(args, train_argv)
         print(f"search folder: {settings.search_dir} (storage {settings.storage}, study {settings.study})")
+    settings.jobs = args.jobs
+    print(search_budget.opening_line(settings, search_storage.load(settings, settings.study).user_attrs["started"]))
     run_workers(settings, args.jobs)
     search_report.write_results(settings)
     return 0

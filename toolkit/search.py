@@ -9,9 +9,10 @@ every confirmation seed, each trained and then tested once. Only the confirmatio
 split. Any number of processes, on any number of machines sharing the storage, work on both; each
 trial is claimed through the storage, so none is run twice and the count is the one asked.
 """
+import contextlib
 import json
-import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -21,13 +22,15 @@ from optuna.trial import TrialState
 
 from toolkit import data, files, metrics, plan, training
 from toolkit.predictor import Predictor
+from toolkit.search_budget import COSTLY_KNOBS, Pace
 from toolkit.search_space import (BASELINE, SETTLE_EPOCHS, describe_params, for_objective, late_change, recipe_argv,
                                   recipe_knobs, split_recipe)
-from toolkit.search_storage import Settings, fail_stale, load, open_storage, retry
+from toolkit.search_storage import Settings, fail_stale, load, open_storage, quiet_optuna, retry
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards --trials
 POLL_SECONDS = 2.0
 INTERRUPTED = "interrupted (Ctrl-C or SIGTERM): retried on --resume"
+TRAINING_LOG = "training.log"  # the trials' own lines (1_train.py's), kept out of the search's output
 
 
 # ---------------------------------------------------------------- trials
@@ -48,18 +51,39 @@ def resumable(trial) -> Path | None:
     return Path(run_dir) if run_dir and (Path(run_dir) / "last.pth").exists() else None
 
 
+def run_argv(settings: Settings, recipe: str, params: dict, seed: int) -> list:
+    """1_train.py's arguments of a trial or a confirmation run: the shared ones, the recipe's, the
+    seed, and the search's own runs folder."""
+    return [*for_objective(settings.train_argv, split_recipe(recipe)[0]), *recipe_argv(recipe, params, settings.epochs),
+            "--seed", str(seed), *(["--logs-root", settings.runs_root] if settings.runs_root else [])]
+
+
+def train(settings: Settings, args, reporter) -> training.Trained:
+    """One ordinary run in this process, its lines into the search folder's training.log."""
+    with open(Path(settings.search_dir) / TRAINING_LOG, "a") as log, contextlib.redirect_stdout(log):
+        return training.start(args, reporter)
+
+
 class Reporter:
     """Trainer's after_epoch for a trial: the run directory noted at once (a retry resumes it), the
-    best validation value so far reported each epoch, and a stop when the pruner says so."""
+    best validation value so far reported each epoch, a stop when the pruner says so, and what the
+    run costs (seconds before its first epoch, seconds an epoch) for the budget."""
 
-    def __init__(self, trial, prune: bool, epochs: int):
+    def __init__(self, trial, prune: bool, epochs: int, clock=time.time, measured=None):
         self.trial, self.prune, self.epochs, self.pruned_at = trial, prune, epochs, None
+        self.clock, self.measured, self.began, self.opened = clock, measured, clock(), None
 
     def __call__(self, run_dir, epoch, valid_row, best) -> bool:
         if self.trial.user_attrs.get("run_dir") != str(run_dir):
             self.trial.set_user_attr("run_dir", str(run_dir))
         if valid_row is None:  # the run directory is open, no epoch trained yet
+            self.opened = (self.clock(), epoch)
+            self.trial.set_user_attr("setup_s", self.opened[0] - self.began)
             return False
+        self.trial.set_user_attr("epoch_s", (self.clock() - self.opened[0]) / max(1, epoch - self.opened[1]))
+        if self.measured:
+            self.measured()
+            self.measured = None
         self.trial.report(best["value"], epoch)
         if self.prune and epoch < self.epochs and self.trial.should_prune():  # the last epoch is paid for
             self.pruned_at = epoch
@@ -67,26 +91,26 @@ class Reporter:
         return False
 
 
-def search_objective(settings: Settings):
+def search_objective(settings: Settings, pace: Pace, announce=None):
     def objective(trial) -> float:
         if settings.trials is not None and claimed_before(trial.study, trial.number) >= settings.trials:
             trial.set_user_attr("note", "surplus: the study had its trials")
             raise Surplus
+        fixed = set(settings.fixed) | (set() if pace.costly(pace.costs()) else set(COSTLY_KNOBS))
         recipe = trial.suggest_categorical("recipe", settings.recipes)
-        params = {h.dest: h.search.suggest(trial, h.dest) for h in recipe_knobs(recipe, set(settings.fixed))}
+        params = {h.dest: h.search.suggest(trial, h.dest) for h in recipe_knobs(recipe, fixed)}
         resumed = resumable(trial)
         if resumed:
             trial.set_user_attr("note", "")  # a retry: not interrupted itself
-        argv = (["--resume", str(resumed)] if resumed else
-                [*for_objective(settings.train_argv, split_recipe(recipe)[0]), *recipe_argv(recipe, params, settings.epochs),
-                 "--seed", str(settings.seed)])
-        args = plan.parse_args(argv)
+        args = plan.parse_args(["--resume", str(resumed)] if resumed else run_argv(settings, recipe, params,
+                                                                                      settings.seed))
         trial.set_user_attr("settles_at", late_change(args) + SETTLE_EPOCHS if late_change(args) else 0)
-        report = Reporter(trial, True, args.epochs)
-        trained = training.start(args, report)
+        report = Reporter(trial, True, args.epochs, pace.clock, announce)
+        trained = train(settings, args, report)
         if trained.exit_code:
             trial.set_user_attr("note", INTERRUPTED)
             raise KeyboardInterrupt
+        trial.set_user_attr("trial_s", pace.clock() - report.began)
         if report.pruned_at:
             raise optuna.TrialPruned(f"pruned after epoch {report.pruned_at}")
         return trained.best["value"]
@@ -110,31 +134,51 @@ def state_counts(study) -> dict:
     return counts
 
 
-def work(settings: Settings, worker: int = 0, threads: int | None = None, gpu: str | None = None, say=print):
-    """One worker process: search trials until the study has its count (or its minutes), then
-    confirmation trials until none is queued."""
+def printer(worker: int, jobs: int):
+    """The search's own lines, on the output this worker began with (a trial's go to training.log)."""
+    out, prefix = sys.stdout, f"worker {worker}: " if jobs > 1 else ""
+
+    def say(line: str):
+        print(prefix + line, file=out, flush=True)
+    return say
+
+
+def work(settings: Settings, worker: int = 0, threads: int | None = None, gpu: str | None = None, say=None,
+         clock=time.time):
+    """One worker process: search trials while the study wants them (its count, or what --minutes
+    leaves before the confirmation), then confirmation trials until none is queued."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     if threads:
         torch.set_num_threads(threads)
+    say = say or printer(worker, settings.jobs)
+    quiet_optuna(Path(settings.search_dir))
     study = load(settings, settings.study, worker)
-    deadline = study.user_attrs["started"] + 60 * settings.minutes if settings.minutes else math.inf
-    objective = search_objective(settings)
+    pace = Pace(settings, study, clock, settings.jobs)
+    announced = []
+
+    def announce():
+        if not announced and worker == 0:
+            announced.append(True)
+            say(pace.plan_line())
+    objective = search_objective(settings, pace, announce)
     retry_interrupted(study)
     while True:
         fail_stale(study)
         counts = state_counts(study)
         done = sum(counts[s] for s in FINISHED)
         pending = done + counts[TrialState.RUNNING] + counts[TrialState.WAITING]
-        if (settings.trials is not None and done >= settings.trials) or time.time() >= deadline:
+        if (settings.trials is not None and done >= settings.trials) or not pace.may_start(done):
             break
         if settings.trials is not None and pending >= settings.trials and not counts[TrialState.WAITING]:
             time.sleep(POLL_SECONDS)  # the last trials are running elsewhere (or will be retried)
             continue
-        study.optimize(objective, n_trials=1, catch=(Surplus,))
-        say(f"worker {worker}: {progress_line(study, settings)}")
+        ended = []
+        study.optimize(objective, n_trials=1, catch=(Surplus,), callbacks=[lambda _, trial: ended.append(trial)])
+        if ended and ended[0].state in FINISHED:
+            say(pace.progress_line(ended[0], sum(state_counts(study)[s] for s in FINISHED)))
     wait_until_settled(study, settings)
-    confirm(settings, worker, say)
+    confirm(settings, worker, say, pace)
 
 
 def wait_until_settled(study, settings):
@@ -145,17 +189,6 @@ def wait_until_settled(study, settings):
         if not counts[TrialState.RUNNING] and (settings.trials is None or not counts[TrialState.WAITING]):
             return
         time.sleep(POLL_SECONDS)
-
-
-def progress_line(study, settings) -> str:
-    counts = state_counts(study)
-    done = sum(counts[s] for s in FINISHED)
-    best = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    top = max(best, key=lambda t: t.value) if best else None
-    total = settings.trials if settings.trials is not None else "?"
-    return (f"{done}/{total} trials finished ({counts[TrialState.PRUNED]} pruned)"
-            + (f"; best so far trial {top.number}: {describe_params(top.params['recipe'], top.params)} "
-               f"valid {top.value:.2f}" if top else ""))
 
 
 # ---------------------------------------------------------------- the finalists and their confirmation
@@ -172,17 +205,17 @@ def finalists(study, count: int) -> list:
     return found[:count]
 
 
-def confirmation_entries(study, settings: Settings) -> list:
-    """What the confirmation trains: each finalist, then ERM with nothing searched."""
+def confirmation_entries(chosen: list) -> list:
+    """What the confirmation trains: each finalist (a trial), then ERM with nothing searched."""
     entries = [{"label": describe_params(t.params["recipe"], t.params), "trial": t.number,
-                "recipe": t.params["recipe"], "params": t.params, "valid": t.value}
-               for t in finalists(study, settings.finalists)]
+                "recipe": t.params["recipe"], "params": t.params, "valid": t.value} for t in chosen]
     return entries + [{"label": f"{BASELINE} (nothing searched)", "trial": None, "recipe": BASELINE, "params": {},
                        "valid": None}]
 
 
-def confirm_study(settings: Settings, worker: int):
-    """The confirmation study: the first process to create it queues every (entry, seed)."""
+def confirm_study(settings: Settings, pace: Pace, say):
+    """The confirmation study: the first process to create it queues every (entry, seed), on the
+    seeds that fit in what --minutes leaves, and says so."""
     name = settings.study + "-confirm"
     storage = open_storage(settings.storage, settings.heartbeat)
     try:
@@ -193,15 +226,19 @@ def confirm_study(settings: Settings, worker: int):
             time.sleep(POLL_SECONDS)
             study = optuna.load_study(study_name=name, storage=storage)
         return study
-    entries = confirmation_entries(load(settings, settings.study), settings)
+    search_study = load(settings, settings.study)
+    chosen = finalists(search_study, settings.finalists)
+    entries, seeds = confirmation_entries(chosen), pace.confirmation_seeds(chosen)
     for index, entry in enumerate(entries):
-        for seed in settings.seeds:
+        for seed in seeds:
             study.enqueue_trial({}, user_attrs={"entry": index, "seed": seed})
+    study.set_user_attr("seeds", seeds)
     study.set_user_attr("entries", entries)
+    say(pace.confirmation_line(entries, seeds))
     return study
 
 
-def confirm_objective(settings: Settings, entries: list):
+def confirm_objective(settings: Settings, entries: list, pace: Pace):
     def objective(trial) -> float:
         if "entry" not in trial.user_attrs:
             trial.set_user_attr("note", "surplus: nothing was queued")
@@ -210,11 +247,9 @@ def confirm_objective(settings: Settings, entries: list):
         resumed = resumable(trial)
         if resumed:
             trial.set_user_attr("note", "")
-        argv = (["--resume", str(resumed)] if resumed else
-                [*for_objective(settings.train_argv, split_recipe(entry["recipe"])[0]),
-                 *recipe_argv(entry["recipe"], entry["params"], settings.epochs), "--seed", str(seed)])
-        args = plan.parse_args(argv)
-        trained = training.start(args, Reporter(trial, False, settings.epochs))
+        args = plan.parse_args(["--resume", str(resumed)] if resumed else
+                               run_argv(settings, entry["recipe"], entry["params"], seed))
+        trained = train(settings, args, Reporter(trial, False, settings.epochs, pace.clock))
         if trained.exit_code:
             trial.set_user_attr("note", INTERRUPTED)
             raise KeyboardInterrupt
@@ -224,20 +259,22 @@ def confirm_objective(settings: Settings, entries: list):
     return objective
 
 
-def confirm(settings: Settings, worker: int, say=print):
+def confirm(settings: Settings, worker: int, say, pace: Pace):
     if not settings.finalists:
         return
-    study = confirm_study(settings, worker)
-    objective = confirm_objective(settings, study.user_attrs["entries"])
+    study = confirm_study(settings, pace, say)
+    entries = study.user_attrs["entries"]
+    objective = confirm_objective(settings, entries, pace)
     retry_interrupted(study)
+    total = len(entries) * len(study.user_attrs.get("seeds", settings.seeds))
     while True:
         fail_stale(study)
         counts = state_counts(study)
         if counts[TrialState.WAITING]:
-            study.optimize(objective, n_trials=1, catch=(Surplus,))
-            counts = state_counts(study)
-            say(f"worker {worker}: confirmation {counts[TrialState.COMPLETE]}/"
-                f"{len(settings.seeds) * len(study.user_attrs['entries'])} runs")
+            ended = []
+            study.optimize(objective, n_trials=1, catch=(Surplus,), callbacks=[lambda _, trial: ended.append(trial)])
+            if ended and ended[0].state == TrialState.COMPLETE:
+                say(pace.confirmation_progress(ended[0], entries, state_counts(study)[TrialState.COMPLETE], total))
         elif counts[TrialState.RUNNING]:
             time.sleep(POLL_SECONDS)
         else:
@@ -267,10 +304,11 @@ def test_run(run_dir: Path, args) -> dict:
 
 
 def confirmation_runs(settings: Settings) -> tuple:
-    """(entries, {entry index: [run directories]}) of the finished confirmation."""
+    """(entries, {entry index: [run directories]}, the seeds) of the finished confirmation; no
+    seeds when --minutes left no time for one."""
     study = load(settings, settings.study + "-confirm")
-    entries = study.user_attrs["entries"]
+    entries, seeds = study.user_attrs["entries"], study.user_attrs.get("seeds", settings.seeds)
     by_entry = {i: [] for i in range(len(entries))}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         by_entry[t.user_attrs["entry"]].append(Path(t.user_attrs["run_dir"]))
-    return entries, by_entry
+    return entries, by_entry, seeds

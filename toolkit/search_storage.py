@@ -6,8 +6,10 @@ private API (the heartbeat's base class, its stale-trial sweep, a trial's storag
 pinned below its next major version in requirements.txt for that reason.
 """
 import json
+import logging
 import os
 import time
+import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from toolkit.search_space import build_pruner, grid
 RETRIES = 3  # a trial killed mid-way is retried this often
 RDB_ATTEMPTS = 3
 HEARTBEAT = "heartbeat"
+OPTUNA_LOG = "optuna.log"
 
 
 class HeartbeatJournal(JournalStorage, BaseHeartbeat):
@@ -55,12 +58,39 @@ class HeartbeatJournal(JournalStorage, BaseHeartbeat):
         return self.callback
 
 
-def quiet_optuna():
-    """Optuna's per-trial log lines and its notes on experimental features (the heartbeat, TPE's
-    group) would bury the training lines; the search prints its own."""
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+def quiet_optuna(folder: Path | None = None):
+    """Optuna's log lines and its warnings (experimental features: the heartbeat, TPE's group; its
+    notes on coming changes) stay out of the user's output, which holds the search's own lines:
+    they go to optuna.log in the search folder, and nowhere while there is none yet."""
+    optuna.logging.disable_default_handler()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    logger = logging.getLogger("optuna")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())  # else Python's last-resort handler prints its warnings
+    path = str((Path(folder) / OPTUNA_LOG).resolve()) if folder is not None else None
+    for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler) and path and h.baseFilename != path]:
+        logger.removeHandler(handler)  # another search's, earlier in this process
+        handler.close()
+    if path and not any(isinstance(h, logging.FileHandler) for h in logger.handlers):
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    if not getattr(warnings.showwarning, "routes_optuna", False):
+        warnings.showwarning = optuna_warnings_to_log(warnings.showwarning)
+
+
+def optuna_warnings_to_log(show):
+    """A warnings.showwarning that sends the warnings raised inside Optuna to its log."""
+    package = str(Path(optuna.__file__).parent)
+
+    def route(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, optuna.exceptions.ExperimentalWarning) or \
+                any(frame.filename.startswith(package) for frame in traceback.extract_stack()):
+            logging.getLogger("optuna").warning(f"{category.__name__}: {message} ({filename}:{lineno})")
+        else:
+            show(message, category, filename, lineno, file, line)
+    route.routes_optuna = True
+    return route
 
 
 def open_storage(spec: str, heartbeat: int):
@@ -113,6 +143,8 @@ class Settings:
     grid: int | None
     fingerprint: dict = field(default_factory=dict)
     joined: bool = False  # this command joined a study another one began: its own sampler seeds
+    runs_root: str = ""  # the trainer's --logs-root for trials and confirmation runs ("": older searches, logs/)
+    jobs: int = 1  # worker processes on this machine (the budget shares the confirmation out among them)
 
     def write(self):
         files.write_json(Path(self.search_dir) / "search.json", asdict(self))
@@ -184,7 +216,7 @@ def pruner(settings: Settings):
     return build_pruner(settings.pruner, settings.min_resource, settings.reduction_factor, settings.epochs)
 
 
-def create_study(settings: Settings, storage):
+def create_study(settings: Settings, storage, started: float | None = None):
     """A new search study, its settings stored with it (and a grid queued)."""
     try:
         study = optuna.create_study(study_name=settings.study, storage=storage, direction="maximize",
@@ -196,7 +228,7 @@ def create_study(settings: Settings, storage):
         return study
     study.set_user_attr("dataset", settings.dataset)
     study.set_user_attr("fingerprint", settings.fingerprint)
-    study.set_user_attr("started", time.time())
+    study.set_user_attr("started", time.time() if started is None else started)  # --minutes count from here
     if settings.grid:
         for params in grid(settings.recipes, set(settings.fixed), settings.grid):
             study.enqueue_trial(params)

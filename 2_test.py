@@ -12,21 +12,11 @@ acc, bacc and macro_f1 come with a 95% stratified bootstrap interval over the te
 rewritten by a test set as it was: another --bootstrap, --shot-thresholds or test data is
 written into a folder of its own below it (RUN/bootstrap-0/, RUN/data-1a2b3c4d/, ...).
 """
-import json
 import sys
-import warnings
 from pathlib import Path
 
-import torch
-
 import get_model
-from toolkit import arguments, cli, data, engine, files, metrics, plots, runs
-from toolkit.predictor import Predictor
-
-
-BOOTSTRAP = 1000
-SHOT_THRESHOLDS = [100, 20]
-SETTINGS_FILE = "test_settings.json"
+from toolkit import arguments, cli, engine, evaluation, metrics, runs
 
 
 def parse_args(argv=None):
@@ -40,11 +30,11 @@ def parse_args(argv=None):
                    help="objective the run was trained with, as its logs folder is named, e.g. LDAM-DRW (default: ERM)")
     p.add_argument("--datetime", help="the run's YYYY-MM-DD-HH-MM-SS (default: the newest run)")
     arguments.add_batchsize(p)
-    p.add_argument("--shot-thresholds", type=cli.positive_int, nargs=2, default=SHOT_THRESHOLDS,
+    p.add_argument("--shot-thresholds", type=cli.positive_int, nargs=2, default=list(evaluation.SHOT_THRESHOLDS),
                    metavar=("MANY", "FEW"),
                    help="many-shot classes have more than MANY training images, few-shot fewer than FEW "
                         "(default: 100 20; others write into RUN/shots-MANY-FEW/)")
-    p.add_argument("--bootstrap", type=cli.non_negative_int, default=BOOTSTRAP, metavar="N",
+    p.add_argument("--bootstrap", type=cli.non_negative_int, default=evaluation.BOOTSTRAP, metavar="N",
                    help="resamples of the 95%% interval of acc, bacc and macro_f1: a bootstrap over the test "
                         "images, stratified by class and seeded (default: 1000; 0: no intervals; other than "
                         "1000: writes into RUN/bootstrap-N/)")
@@ -90,144 +80,27 @@ def test(argv=None):
     engine.use_threads(args.threads)
     run_dir = args.run or runs.find_run(args.logs_root, get_model.model_name(args.model_index), args.dataset,
                                         args.objective, args.datetime)
-    predictor = Predictor.of_run(run_dir, device=args.device, precision=args.precision)
-    record, checkpoint = predictor.record, predictor.path
-    data_root = args.data_root or Path(runs.read_args(run_dir).get("data_root") or cli.DATA_ROOT)
-    dataset = data.dataset_dir(data_root, record.dataset)
-    split = data.scan_split(dataset, data.evaluation_split(dataset), record.class_names)
-    if args.tau_norm is not None:
-        labels, logits, adjusted = tau_normalised(args, dataset, predictor, split)
-        post_hoc = "tau-normalised"
-    else:
-        labels, logits = predicted(args, predictor, split, desc="test")
-        logits, adjusted, post_hoc = post_hoc_adjusted(args, logits, dataset, predictor, split.name)
-
-    settings = {"checkpoint": checkpoint.name, "split": split.name, "images": len(labels),
-                "data": data.fingerprint(split, record.height, record.width), "data_root": str(data_root),
-                "bootstrap": args.bootstrap, "shot_thresholds": list(args.shot_thresholds), **adjusted}
-    out_dir = output_dir(run_dir / post_hoc, args, settings["data"])
-    scores = write_test(out_dir, settings, labels, logits, split, dataset, record, args)
-
-    print(f"{run_dir}: {checkpoint.name} on the {split.name} split ({cli.counted(len(labels), 'image')})"
+    tested = evaluation.evaluate(run_dir, evaluation.Options(
+        bootstrap=args.bootstrap, shot_thresholds=tuple(args.shot_thresholds), logit_adjust=args.logit_adjust,
+        tau_norm=args.tau_norm, device=args.device, precision=args.precision, batchsize=args.batchsize,
+        workers=args.workers, cache_gb=args.cache_gb, progress=not args.no_progress, data_root=args.data_root))
+    settings, scores, adjusted = tested.settings, tested.scores, tested.correction.columns
+    if tested.correction.chosen:
+        print(tested.correction.chosen)
+    print(f"{run_dir}: {settings['checkpoint']} on the {settings['split']} split "
+          f"({cli.counted(settings['images'], 'image')})"
           + (f", logits adjusted with tau {adjusted['tau']:g}" if "tau" in adjusted else "")
           + (f", classifier tau-normalised with tau {adjusted['tau_norm']:g}" if "tau_norm" in adjusted else ""))
     print(f"top-1 accuracy {scores['acc']:.2f}%   top-5 accuracy {scores['top5acc']:.2f}%")
     print(metrics.format_table(scores))
     if args.bootstrap:
-        print(f"[95% interval: stratified bootstrap over the {cli.counted(len(labels), 'test image')}, "
+        print(f"[95% interval: stratified bootstrap over the {cli.counted(settings['images'], 'test image')}, "
               f"{cli.counted(args.bootstrap, 'resample')}]")
     print(f"wrote test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv, reliability.svg, "
-          f"{SETTINGS_FILE} into {out_dir}")
-    if out_dir != run_dir / post_hoc:
-        print(f"(this test is set otherwise than the one in {run_dir / post_hoc}, which is kept)")
+          f"{evaluation.SETTINGS_FILE} into {tested.out_dir}")
+    if tested.out_dir != tested.canonical_dir:
+        print(f"(this test is set otherwise than the one in {tested.canonical_dir}, which is kept)")
     return 0
-
-
-def post_hoc_adjusted(args, logits, dataset, predictor: Predictor, evaluated: str) -> tuple:
-    """(logits, the columns that say how they were changed, the folder below the run that holds
-    the test): a post-hoc change of the logits is tested into a folder of its own."""
-    if args.logit_adjust is None:
-        return logits, {}, ""
-    tau = args.logit_adjust
-    if tau == "auto":
-        tau = chosen_tau(args, dataset, predictor, evaluated)
-    return metrics.adjust_logits(logits, predictor.record.class_counts, tau), {"tau": tau}, "logit-adjusted"
-
-
-def output_dir(folder: Path, args, data_fingerprint: str) -> Path:
-    """Where this test goes: `folder` (the run's own test) when it is set as the canonical test
-    is, else a folder below it named after what differs; a test of other data than the test
-    already there goes beside it too, so the numbers 4_report.py reads are never silently replaced."""
-    parts = ([f"bootstrap-{args.bootstrap}"] if args.bootstrap != BOOTSTRAP else []) + \
-            ([f"shots-{args.shot_thresholds[0]}-{args.shot_thresholds[1]}"]
-             if list(args.shot_thresholds) != SHOT_THRESHOLDS else [])
-    chosen = folder / "-".join(parts) if parts else folder
-    stored = stored_settings(chosen)
-    if stored is not None and stored.get("data") != data_fingerprint:
-        chosen = folder / "-".join(parts + [f"data-{data_fingerprint[:8]}"])
-    return chosen
-
-
-def stored_settings(folder: Path):
-    try:
-        return json.loads((folder / SETTINGS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-POST_HOC_COLUMNS = ("tau", "tau_norm")  # how --logit-adjust and --tau-norm changed the logits
-
-
-def write_test(out_dir: Path, settings: dict, labels, logits, split, dataset, record, args):
-    names, counts = record.class_names, record.class_counts
-    scores = metrics.test_metrics(labels, logits, counts, tuple(args.shot_thresholds))
-    if args.bootstrap:
-        scores = metrics.with_intervals(scores, metrics.bootstrap_intervals(labels, logits, args.bootstrap))
-    adjusted = {key: settings[key] for key in POST_HOC_COLUMNS if key in settings}
-    confusion = metrics.confusion_matrix(labels, logits.argmax(1), len(names))
-    relative_paths = [str(p.relative_to(dataset)) for p in split.paths]
-    files.write_csv(out_dir / "test_metrics.csv",
-                    [{"split": split.name, "checkpoint": settings["checkpoint"], **adjusted, **scores}])
-    files.write_csv(out_dir / "per_class.csv", metrics.per_class(labels, logits, names, counts).to_dict("records"))
-    files.write_csv(out_dir / "predictions.csv", metrics.prediction_rows(relative_paths, logits, names, labels))
-    files.write_csv(out_dir / "confusion_matrix.csv",
-                    [{"true \\ predicted": n, **dict(zip(names, row))} for n, row in zip(names, confusion.tolist())])
-    plots.confusion_matrix(confusion, names, out_dir / "confusion_matrix.svg", metrics.head_to_tail_order(counts))
-    plots.reliability_diagram(metrics.reliability_bins(labels, logits), scores["ece"], out_dir / "reliability.svg")
-    files.write_json(out_dir / SETTINGS_FILE, settings)
-    return scores
-
-
-def predicted(args, predictor: Predictor, split, desc: str) -> tuple:
-    """(labels, logits) of every image of a split."""
-    image_set = data.load_images(split, predictor.record.height, predictor.record.width, predictor.device,
-                                 args.cache_gb, args.workers, not args.no_progress)
-    return predictor.predict(image_set, args.batchsize, args.workers, not args.no_progress, desc=desc)
-
-
-def chosen_tau(args, dataset, predictor: Predictor, evaluated: str) -> float:
-    """--logit-adjust auto: the tau with the best balanced accuracy on the VALID split; the test
-    split's labels and logits are never seen by the choice."""
-    valid = data.scan_split(dataset, "valid", predictor.record.class_names)
-    labels, logits = predicted(args, predictor, valid, desc="valid")
-    tau, by_tau = metrics.choose_tau(labels, logits, predictor.record.class_counts)
-    print(f"logit adjustment: tau {tau:g} (valid bacc {by_tau[tau]:.2f}, {by_tau[0.0]:.2f} at tau 0)")
-    if evaluated == "valid":
-        warnings.warn("tau was chosen on the valid split that is also evaluated: its numbers are optimistic",
-                      stacklevel=2)
-    return tau
-
-
-def tau_normalised(args, dataset, predictor: Predictor, split) -> tuple:
-    """--tau-norm: (labels, tau-normalised logits, {"tau_norm": tau}) of the evaluated split; for
-    auto, tau is chosen on the VALID split's features alone, before the evaluated split is read."""
-    layer = get_model.classifier_layer(predictor.model)
-    if type(layer) is not torch.nn.Linear:
-        raise cli.UserError(f"--tau-norm rescales the per-class rows of a linear classifier; this run's classifier "
-                            f"is a {type(layer).__name__} (a cosine classifier, as LDAM's, has unit rows already)")
-    weight = layer.weight.detach().float().cpu()
-    tau = args.tau_norm
-    if tau == "auto":
-        valid = data.scan_split(dataset, "valid", predictor.record.class_names)
-        valid_labels, features = classifier_inputs(args, predictor, layer, valid, "valid")
-        tau, by_tau = metrics.choose_tau_norm(valid_labels, features, weight)
-        print(f"tau-normalisation: tau {tau:g} (valid bacc {by_tau[tau]:.2f}, {by_tau[0.0]:.2f} at tau 0)")
-        if split.name == "valid":
-            warnings.warn("tau was chosen on the valid split that is also evaluated: its numbers are optimistic",
-                          stacklevel=2)
-    labels, features = classifier_inputs(args, predictor, layer, split, "test")
-    return labels, metrics.tau_normalised_logits(features, weight, tau), {"tau_norm": tau}
-
-
-def classifier_inputs(args, predictor: Predictor, layer, split, desc: str) -> tuple:
-    """(labels, float32 features): what the classifier layer receives for every image of a split."""
-    captured = []
-    hook = layer.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].float()))
-    try:
-        labels, _ = predicted(args, predictor, split, desc)
-    finally:
-        hook.remove()
-    return labels, torch.cat(captured).cpu()
 
 
 def main(argv=None) -> int:

@@ -7,8 +7,9 @@
 #       compare              every objective, LDAM-DRW, mixup + DRW + Balanced Softmax and CE + DRW + SAM x seeds
 #                            0 1 2 on digits-lt, each tested (ERM also post-hoc logit-adjusted and tau-normalised),
 #                            then the recipes report against ERM: intervals over seeds, paired differences,
-#                            report.html (42 runs, ~35-60 min on 2 CPU cores, one run at a time; runs already in
-#                            logs/ResNet32/digits-lt join their recipes: start from an empty folder)
+#                            report.html (3 x (objectives + 3) runs, 42 for 11 objectives, ~35-60 min on 2 CPU
+#                            cores, one run at a time; runs already in logs/ResNet32/digits-lt join their recipes:
+#                            start from an empty folder)
 #       cifar10-lt           CIFAR-10-LT (imbalance 100) from your CIFAR-10 files at CIFAR_ROOT, the LDAM-DRW paper's
 #                            schedule: ERM, LA, LDAM-DRW x seeds 0 1 2, then the recipes report (9 runs of 200
 #                            epochs: a GPU's work; see docs/benchmarks.md). LT_SCHEDULE and LT_DRW, set in the
@@ -31,7 +32,7 @@ cd "$(dirname "$0")"
 DATASET=digits-lt
 MODEL=42   # ResNet32, see `python get_model.py`
 DEMO_SCHEDULE="--epochs=30 --batchsize=32 --lr=0.05 --lrstep 20 26 --warmup"
-OBJECTIVES="ERM CCE COT FL SPBL GHMC CB LDAM LA LAS ALRP"   # every row of criterion.py's table
+every_objective() { python criterion.py --names; }   # every row of criterion.py's table, in its order
 
 # cifar10-lt: where your CIFAR-10 is, the folder given to torchvision as root= (it holds cifar-10-batches-py/)
 CIFAR_ROOT=${CIFAR_ROOT:-$HOME/data}
@@ -52,8 +53,10 @@ demo() {
 }
 
 objectives() {
+    local objectives
+    objectives=$(every_objective)
     python 0_data_split.py --demo --overwrite
-    for objective in $OBJECTIVES; do
+    for objective in $objectives; do
         python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=$objective $DEMO_SCHEDULE
         python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=$objective
     done
@@ -64,9 +67,11 @@ objectives() {
 }
 
 compare() {
+    local objectives
+    objectives=$(every_objective)
     python 0_data_split.py --demo --overwrite
     for seed in 0 1 2; do
-        for objective in $OBJECTIVES; do
+        for objective in $objectives; do
             python 1_train.py --dataset=$DATASET --model_index=$MODEL --objective=$objective $DEMO_SCHEDULE --seed $seed
             python 2_test.py --dataset=$DATASET --model_index=$MODEL --objective=$objective
         done

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolkit import arguments, cli, data, engine, export, files, images, metrics, runs
+from toolkit import arguments, cli, data, engine, evaluation, export, files, images, metrics, runs
 from toolkit.predictor import Predictor
 
 EXIT_SKIPPED = 1
@@ -163,11 +163,8 @@ def check_images(args, record) -> tuple:
 
 
 def split_images(run_dir: Path) -> tuple:
-    recorded = runs.read_args(run_dir)
-    dataset = Path(recorded.get("data_root", cli.DATA_ROOT)) / (recorded.get("dataset") or "")
-    if not recorded.get("dataset") or not (dataset / "valid").is_dir():
-        raise cli.UserError(f"the run's dataset is not at {dataset} to check the export on; name some images: "
-                            f"5_predict.py --run {run_dir} --export onnx IMAGES")
+    dataset = evaluation.run_dataset(run_dir, remedy=f"name some images to check the export on: 5_predict.py "
+                                                     f"--run {run_dir} --export onnx IMAGES")
     split = data.evaluation_split(dataset, warn=False)
     return data.scan_split(dataset, split).paths, f"{dataset.name}'s {split} split"
 

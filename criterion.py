@@ -3,9 +3,11 @@
 Each row is an objective class; the class declares, with `@declare(...)` above it, its name,
 summary, hyper-parameters (flag, type, default, help, search range) and whether --drw applies (see
 losses/base.py). DEFAULTS, the command-line flags and a search's space are read from those
-declarations. Adding an objective: write its class in losses/, then add it to TABLE below.
+declarations. Adding an objective: write its class in losses/, then import it here and add it
+to TABLE below (docs/architecture.md, "How to add").
 
-    python criterion.py      # print the table
+    python criterion.py           # print the table
+    python criterion.py --names   # only the names, on one line (3_run.sh's plans read them)
 """
 import argparse
 import sys
@@ -22,7 +24,7 @@ from losses.label_aware import LabelAwareSmoothing
 from losses.ghm import GradientHarmonizing
 from losses.margin import LDAMLoss
 from losses.self_paced import SelfPacedBalance
-from toolkit.cli import UserError
+from toolkit.cli import ArgumentParser, UserError, run_main
 from toolkit.space import HyperParameter, Withdrawn
 
 TABLE = (
@@ -83,12 +85,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, action=Withdrawn, message=message)
 
 
-def print_table() -> None:
+def print_table(argv=None) -> int:
+    parser = ArgumentParser(prog="criterion.py", description=(
+        "Print the objective table: each objective's name (what --objective takes), summary, flags, "
+        "whether --drw applies and whether it trains on mixed batches (--mixup, --cutmix)."))
+    parser.add_argument("--names", action="store_true",
+                        help="print only the names, in table order, on one line (what 3_run.sh's plans read)")
+    if parser.parse_args(argv).names:
+        print(" ".join(OBJECTIVES))
+        return 0
     for name, row in OBJECTIVES.items():
         flags = ", ".join(h.flag for h in row.hyper_parameters) or "-"
         print(f"{name:<6} {row.summary}\n{'':<6} flags: {flags}; --drw: {'yes' if row.drw else 'no'}; "
               f"mixed batches: {'yes' if row.loss.mixing_refusal is None else 'no'}")
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_main(print_table, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(print_table())
+    sys.exit(main())

@@ -13,6 +13,7 @@ import torch
 from conftest import REPO, TRAIN_ARGS
 from PIL import Image
 
+import get_model
 from toolkit import cli, data
 from toolkit.record import load_checkpoint
 
@@ -84,9 +85,9 @@ def test_unknown_objective_lists_the_valid_ones(tiny, run):
     assert no_runs(tiny.logs)
 
 
-@pytest.mark.parametrize("index", ["44", "-1"])
+@pytest.mark.parametrize("index", [str(len(get_model.MODELS)), "-1"])
 def test_unknown_model_index_lists_the_valid_ones(tiny, run, index):
-    assert_user_error(run("1_train", *train_args(tiny, model_index=index)), "0-43")
+    assert_user_error(run("1_train", *train_args(tiny, model_index=index)), f"0-{len(get_model.MODELS) - 1}")
     assert no_runs(tiny.logs)
 
 

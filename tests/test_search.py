@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from conftest import REPO, TRAIN_ARGS
+from conftest import REPO, TEST_OUTPUTS, TRAIN_ARGS
 
 from toolkit import plan, runs, search, search_report, search_space
 from toolkit.space import Integer, LogUniform, Uniform
@@ -188,6 +188,8 @@ def test_selection_never_reads_a_test_label_and_the_finalists_train_on_fresh_see
         finalists = pd.read_csv(folder / "finalists.csv")
         recipes = pd.read_csv(folder / "recipes.csv")
         answers.append((trials, finalists, recipes, out))
+        if not attempt:
+            assert_tested_as_2_test_does(run, Path(finalists["run_dirs"][0].split()[0]), tmp_path / "tested-alone")
     (trials_a, finalists_a, recipes_a, out_a), (trials_b, finalists_b, recipes_b, out_b) = answers
     # the search and the choice are the same whatever the test labels
     columns = ["number", "state", "objective", "weight_decay", "la_tau", "value"]
@@ -215,6 +217,16 @@ def test_selection_never_reads_a_test_label_and_the_finalists_train_on_fresh_see
         recalls = [pd.read_csv(Path(d) / "per_class.csv")["recall"].min() for d in row["run_dirs"].split()]
         assert row["worst_class_recall"] == pytest.approx(min(recalls))
         assert (row["note"] == row["note"] and "zero recall" in row["note"]) == (min(recalls) == 0)
+
+
+def assert_tested_as_2_test_does(run, run_dir: Path, copy: Path):
+    """A confirmation run holds the files `2_test.py --run` writes into a copy of it, byte for byte."""
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns(*TEST_OUTPUTS))
+    code, _, err = run("2_test", "--run", copy)
+    assert code == 0, err
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(p.name for p in copy.iterdir())
+    for name in ("test_metrics.csv", "per_class.csv", "predictions.csv", "test_settings.json"):
+        assert (run_dir / name).read_bytes() == (copy / name).read_bytes(), name
 
 
 def assert_quiet(out: str, folder: Path):

@@ -2,7 +2,7 @@
 clock (training replaced by a stand-in that advances it) that end within the minutes asked."""
 import pytest
 
-from toolkit import search, search_budget, search_storage, training
+from toolkit import search, search_storage, training
 from toolkit.search_budget import Budget, Costs, Measured
 
 
@@ -69,7 +69,7 @@ def fake_search(tmp_path, monkeypatch, minutes: float, recipes=("ERM", "LA"), fi
     """(the lines said, the fake seconds taken, the search study, the confirmation's seeds)."""
     clock = FakeClock()
     monkeypatch.setattr(search.training, "start", fake_training(clock, tmp_path))
-    monkeypatch.setattr(search, "test_run", lambda run_dir, args: {"bacc": 50.0})
+    monkeypatch.setattr(search.evaluation, "test_run", lambda run_dir, **options: {"bacc": 50.0})
     settings = search_storage.Settings(
         storage=str(tmp_path / "study.journal"), study="recipe-search", search_dir=str(tmp_path),
         train_argv=["--model_index", "41", "--dataset", "x", "--epochs", "10", "--no-progress"], recipes=list(recipes),

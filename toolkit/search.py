@@ -5,8 +5,8 @@ Two Optuna studies in one storage (toolkit/search_storage.py): the search (NAME)
 a recipe and its hyper-parameters (toolkit/search_space.py) and train it as an ordinary run,
 reporting the best validation --monitor so far after every epoch so that successive halving can
 stop it; and the confirmation (NAME-confirm), whose trials are queued: every finalist and ERM on
-every confirmation seed, each trained and then tested once. Only the confirmation reads the test
-split. Any number of processes, on any number of machines sharing the storage, work on both; each
+every confirmation seed, each trained and then tested once, as 2_test.py tests a run
+(toolkit/evaluation.py). Only the confirmation reads the test split. Any number of processes, on any number of machines sharing the storage, work on both; each
 trial is claimed through the storage, so none is run twice and the count is the one asked.
 """
 import contextlib
@@ -20,8 +20,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from toolkit import data, files, metrics, plan, training
-from toolkit.predictor import Predictor
+from toolkit import evaluation, plan, training
 from toolkit.search_budget import COSTLY_KNOBS, Pace
 from toolkit.search_space import (BASELINE, SETTLE_EPOCHS, describe_params, for_objective, late_change, recipe_argv,
                                   recipe_knobs, split_recipe)
@@ -253,7 +252,9 @@ def confirm_objective(settings: Settings, entries: list, pace: Pace):
         if trained.exit_code:
             trial.set_user_attr("note", INTERRUPTED)
             raise KeyboardInterrupt
-        scores = test_run(trained.run_dir, args)
+        scores = evaluation.test_run(trained.run_dir, device=args.device, precision=args.precision,
+                                     batchsize=args.batchsize, workers=args.workers, cache_gb=args.cache_gb,
+                                     data_root=args.data_root)  # 2_test.py --run RUN_DIR: the same files
         trial.set_user_attr("test_bacc", scores["bacc"])
         return trained.best["value"]
     return objective
@@ -279,28 +280,6 @@ def confirm(settings: Settings, worker: int, say, pace: Pace):
             time.sleep(POLL_SECONDS)
         else:
             return
-
-
-def test_run(run_dir: Path, args) -> dict:
-    """2_test.py's evaluation of a confirmation run (its best checkpoint on the test split): the
-    files 4_report.py reads. The only place the search reads test labels."""
-    predictor = Predictor.of_run(run_dir, device=args.device, precision=args.precision)
-    record = predictor.record
-    dataset = data.dataset_dir(args.data_root, args.dataset)
-    split = data.scan_split(dataset, data.evaluation_split(dataset), record.class_names)
-    image_set = data.load_images(split, record.height, record.width, predictor.device, args.cache_gb, args.workers,
-                                 False)
-    labels, logits = predictor.predict(image_set, args.batchsize, args.workers, False, desc="test")
-    scores = metrics.test_metrics(labels, logits, record.class_counts)
-    scores = metrics.with_intervals(scores, metrics.bootstrap_intervals(labels, logits, 1000))
-    names = record.class_names
-    confusion = metrics.confusion_matrix(labels, logits.argmax(1), len(names))
-    files.write_csv(run_dir / "test_metrics.csv", [{"split": split.name, "checkpoint": predictor.path.name, **scores}])
-    files.write_csv(run_dir / "per_class.csv", metrics.per_class(labels, logits, names, record.class_counts)
-                    .to_dict("records"))
-    files.write_csv(run_dir / "confusion_matrix.csv",
-                    [{"true \\ predicted": n, **dict(zip(names, row))} for n, row in zip(names, confusion.tolist())])
-    return scores
 
 
 def confirmation_runs(settings: Settings) -> tuple:

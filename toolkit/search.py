@@ -6,8 +6,10 @@ a recipe and its hyper-parameters (toolkit/search_space.py) and train it as an o
 reporting the best validation --monitor so far after every epoch so that successive halving can
 stop it; and the confirmation (NAME-confirm), whose trials are queued: every finalist and ERM on
 every confirmation seed, each trained and then tested once, as 2_test.py tests a run
-(toolkit/evaluation.py). Only the confirmation reads the test split. Any number of processes, on any number of machines sharing the storage, work on both; each
-trial is claimed through the storage, so none is run twice and the count is the one asked.
+(toolkit/evaluation.py). Only the confirmation reads the test split. Any number of processes, on
+any number of machines sharing the storage, work on both; each trial is claimed through the
+storage, so none is run twice and the count is the one asked. --minutes is kept by
+toolkit/search_budget.py; every run lives under the search folder's runs/.
 """
 import contextlib
 import json

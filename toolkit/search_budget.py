@@ -263,8 +263,8 @@ class Pace:
                 + (" with SAM" if costs.trials[0].sam else "") + f"); ~{expected} trials, "
                 f"the search until ~{clock_time(search_end)}"]
         if runs and seeds:
-            said.append(f"then the confirmation: {counted(self.settings.finalists, 'finalist')} and ERM on {seeds} seeds "
-                        f"({len(runs) * seeds} runs) until ~{clock_time(search_end + confirmation)}")
+            said.append(f"then the confirmation: {counted(self.settings.finalists, 'finalist')} and ERM on "
+                        f"{seeds} seeds ({len(runs) * seeds} runs) until ~{clock_time(search_end + confirmation)}")
             if seeds < len(self.settings.seeds):
                 said.append(f"{len(self.settings.seeds)} seeds do not fit in --minutes {self.settings.minutes:g}, "
                             f"{seeds} do: the interval is wider (docs/search.md, how many seeds)")
@@ -273,7 +273,7 @@ class Pace:
         if not self.costly(costs) and {"sam", "mixup"} - set(self.settings.fixed):
             said.append(f"SAM and mixup left out: fewer than {COSTLY_TRIALS_PER_RECIPE} trials a recipe fit "
                         f"(SAM doubles an epoch; mixup needs longer schedules)")
-        return "; ".join(said)
+        return "\n  ".join(said)  # the plan, then its clauses indented below it
 
     def too_small(self, costs: Costs) -> str:
         runs = self.confirmation_runs(costs)
@@ -323,7 +323,8 @@ class Pace:
         named = "; ".join(f"{i}. {e['label']} (#{e['trial']}, valid {e['valid']:.2f})"
                           for i, e in enumerate(entries[:-1], 1))
         return (f"confirmation: {counted(len(entries) - 1, 'finalist')} and ERM on seeds {' '.join(map(str, seeds))} "
-                f"({len(entries) * len(seeds)} runs{until}): {named or 'no complete trial'}; and {entries[-1]['label']}")
+                f"({len(entries) * len(seeds)} runs{until}): {named or 'no complete trial'}; "
+                f"and {entries[-1]['label']}")
 
     def confirmation_progress(self, trial, entries: list, done: int, total: int) -> str:
         """After a confirmation run: `confirmation run k of K`, what it was, the time left."""

@@ -68,7 +68,8 @@ def quiet_optuna(folder: Path | None = None):
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())  # else Python's last-resort handler prints its warnings
     path = str((Path(folder) / OPTUNA_LOG).resolve()) if folder is not None else None
-    for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler) and path and h.baseFilename != path]:
+    others = [h for h in logger.handlers if isinstance(h, logging.FileHandler) and path and h.baseFilename != path]
+    for handler in others:
         logger.removeHandler(handler)  # another search's, earlier in this process
         handler.close()
     if path and not any(isinstance(h, logging.FileHandler) for h in logger.handlers):

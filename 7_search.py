@@ -77,14 +77,16 @@ def training_argv(train_argv: list, args) -> tuple:
         if dest in given:
             raise cli.UserError(f"--{dest.replace('_', '-')} is not for 7_search.py: {why}")
     objective_flags = set(criterion.DEFAULTS)
-    readers = {d for recipe in args.objectives for d in criterion.OBJECTIVES[search_space.split_recipe(recipe)[0]].flags}
+    readers = {d for recipe in args.objectives
+               for d in criterion.OBJECTIVES[search_space.split_recipe(recipe)[0]].flags}
     unread = sorted(given & objective_flags - readers)
     if unread:
         raise cli.UserError(f"no objective of --objectives {' '.join(args.objectives)} takes "
                             f"{', '.join('--' + d.replace('_', '-') for d in unread)}; drop it or add the "
                             f"objective that does")
     shared = [*train_argv, "--no-progress"] + ([] if "monitor" in given else ["--monitor", "bacc"])
-    base = plan.parse_args(search_space.for_objective(shared, search_space.BASELINE) + ["--objective", search_space.BASELINE])
+    base = plan.parse_args(search_space.for_objective(shared, search_space.BASELINE)
+                           + ["--objective", search_space.BASELINE])
     mixing = sorted(given & {"mixup", "cutmix"})
     refusing = [r for r in args.objectives
                 if criterion.OBJECTIVES[search_space.split_recipe(r)[0]].loss.mixing_refusal is not None]
@@ -135,13 +137,12 @@ def new_settings(args, train_argv) -> search_storage.Settings:
     if args.trials is None and args.minutes is None:
         args.trials = 40
     args.min_resource = args.min_resource or max(1, base.epochs // 2)  # docs/search.md: earlier values mislead
-    return search_storage.Settings(storage=args.storage or "", study=args.study_name, search_dir="", train_argv=shared,
-                           recipes=args.objectives, fixed=fixed, dataset=base.dataset, epochs=base.epochs,
-                           seed=base.seed, trials=args.trials, minutes=args.minutes, seeds=args.seeds,
-                           finalists=args.finalists, pruner=args.pruner, min_resource=args.min_resource,
-                           reduction_factor=args.reduction_factor, heartbeat=args.heartbeat,
-                           search_seed=args.search_seed, grid=args.grid, fingerprint=fingerprint(base, args),
-                           jobs=args.jobs)
+    return search_storage.Settings(
+        storage=args.storage or "", study=args.study_name, search_dir="", train_argv=shared, recipes=args.objectives,
+        fixed=fixed, dataset=base.dataset, epochs=base.epochs, seed=base.seed, trials=args.trials,
+        minutes=args.minutes, seeds=args.seeds, finalists=args.finalists, pruner=args.pruner,
+        min_resource=args.min_resource, reduction_factor=args.reduction_factor, heartbeat=args.heartbeat,
+        search_seed=args.search_seed, grid=args.grid, fingerprint=fingerprint(base, args), jobs=args.jobs)
 
 
 def start(args, train_argv) -> search_storage.Settings:

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, TEST_OUTPUTS, TRAIN_ARGS
 
-from toolkit import plan, runs, search, search_report, search_space
+from toolkit import plan, runs, search, search_report, search_space, search_storage
 from toolkit.space import Integer, LogUniform, Uniform
 
 SEARCH_ARGS = ["--objectives", "ERM", "LA", "--search-only", "weight_decay", "la_tau"]
@@ -236,6 +236,24 @@ def assert_quiet(out: str, folder: Path):
     assert "Trial 0 finished" in (folder / "optuna.log").read_text()
     assert "run directory: " in (folder / "training.log").read_text()
     assert "trial 1 of " in out and "confirmation run 1 of " in out
+
+
+def test_an_older_searchs_settings_still_resume_with_their_runs_where_they_are(tmp_path):
+    """search.json written before the search folder held its runs: no runs_root, so its trials and
+    confirmation runs (and their retries) keep going to the logs root the search was given."""
+    settings = search_storage.Settings(
+        storage=str(tmp_path / "study.journal"), study="recipe-search", search_dir=str(tmp_path),
+        train_argv=["--logs-root", "old-logs"], recipes=["LA"], fixed=[], dataset="x", epochs=4, seed=0, trials=2,
+        minutes=None, seeds=[1, 2, 3], finalists=1, pruner="none", min_resource=2, reduction_factor=3, heartbeat=30,
+        search_seed=0, grid=None)
+    stored = {k: v for k, v in vars(settings).items() if k not in ("runs_root", "jobs")}
+    (tmp_path / "search.json").write_text(json.dumps(stored))
+    read = search_storage.Settings.read(tmp_path)
+    assert (read.runs_root, read.jobs) == ("", 1)
+    assert search.run_argv(read, "LA", {"la_tau": 0.5}, 1) == ["--logs-root", "old-logs", "--objective", "LA",
+                                                               "--la-tau", "0.5", "--seed", "1"]
+    read.runs_root = str(tmp_path / "runs")
+    assert search.run_argv(read, "LA", {}, 1)[-2:] == ["--logs-root", str(tmp_path / "runs")]
 
 
 def files_outside_searches(logs: Path) -> dict:

@@ -1,17 +1,13 @@
 """Evaluate a run's best checkpoint on the test split and write its metrics and figures.
 
     python 2_test.py --dataset=digits-lt --model_index=42 --objective=CCE   # the newest such run
-
     python 2_test.py --run logs/ResNet32/digits-lt/CCE/2026-11-22-05-28-42            # that run
 
-writes test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv, reliability.svg
-and test_settings.json into the run directory (into RUN/logit-adjusted/ with --logit-adjust, into
-RUN/tau-normalised/ with --tau-norm).
-acc, bacc and macro_f1 come with a 95% stratified bootstrap interval over the test images
-(--bootstrap N resamples, seeded: a rerun writes the same files). The run's own test is only
-rewritten by a test set as it was: another --bootstrap, --shot-thresholds or test data is
-written into a folder of its own below it (RUN/bootstrap-0/, RUN/data-1a2b3c4d/, ...).
+The work is toolkit/evaluation.py's: the files it writes (with 95% bootstrap intervals, seeded),
+the post-hoc corrections (RUN/logit-adjusted/, RUN/tau-normalised/), and the rule that the run's
+own test is only rewritten by a test set as it was (others go to RUN/bootstrap-0/, RUN/data-.../).
 """
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -80,10 +76,9 @@ def test(argv=None):
     engine.use_threads(args.threads)
     run_dir = args.run or runs.find_run(args.logs_root, get_model.model_name(args.model_index), args.dataset,
                                         args.objective, args.datetime)
-    tested = evaluation.evaluate(run_dir, evaluation.Options(
-        bootstrap=args.bootstrap, shot_thresholds=tuple(args.shot_thresholds), logit_adjust=args.logit_adjust,
-        tau_norm=args.tau_norm, device=args.device, precision=args.precision, batchsize=args.batchsize,
-        workers=args.workers, cache_gb=args.cache_gb, progress=not args.no_progress, data_root=args.data_root))
+    names = [f.name for f in dataclasses.fields(evaluation.Options) if f.name != "progress"]
+    options = evaluation.Options(**{name: getattr(args, name) for name in names}, progress=not args.no_progress)
+    tested = evaluation.evaluate(run_dir, options)
     settings, scores, adjusted = tested.settings, tested.scores, tested.correction.columns
     if tested.correction.chosen:
         print(tested.correction.chosen)

@@ -9,17 +9,14 @@ The export writes model.onnx and classes.json into the run directory and checks 
 against PyTorch with onnxruntime.
 """
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from toolkit import arguments, cli, data, engine, evaluation, export, files, images, metrics, runs
+from toolkit import arguments, cli, engine, export, files, images, metrics, runs
 from toolkit.predictor import Predictor
 
 EXIT_SKIPPED = 1
-CHECK_IMAGES = 256  # the export's parity check uses at most this many images, spread over the split
 
 
 def parse_args(argv=None):
@@ -59,14 +56,14 @@ def predict(argv=None):
         return export_run(args, Predictor.of_run(args.run, device="cpu", precision="fp32"))
 
     predictor = Predictor.of_run(args.run, device=args.device, precision=args.precision)
-    paths, skipped = find_images(args.images)
+    paths, skipped = images.find_images(args.images)
     record = predictor.record
     print(f"{predictor.path}: {cli.counted(len(paths), 'image')}, device {predictor.device}, "
           f"precision {predictor.precision.name}"
           f"{', mirrored too (--tta)' if args.tta else ''}")
 
     predicted, logits = [], []
-    batches = decoded_batches(paths, record.height, record.width, args.batchsize, args.workers, skipped)
+    batches = images.decoded_batches(paths, record.height, record.width, args.batchsize, args.workers, skipped)
     for batch_paths, pixels in cli.progress_bar(batches, not args.no_progress, total=-(-len(paths) // args.batchsize),
                                                 desc="predict", unit="batch"):
         logits.append(predictor.logits(pixels, mirrored=args.tta))
@@ -81,51 +78,6 @@ def predict(argv=None):
     return EXIT_SKIPPED if skipped else 0
 
 
-# ---------------------------------------------------------------- images
-
-def find_images(names: list) -> tuple:
-    """The image files named or inside the folders named (recursively, hidden ones left out), and
-    (path, reason) for each named file that is no image."""
-    paths, skipped = [], []
-    for name in names:
-        if name.is_dir():
-            paths += images.images_in(name)[0]
-        elif name.is_file() and images.is_image(name):
-            paths.append(name)
-        elif name.is_file():
-            skipped.append((name, f"not an image (images end in {', '.join(images.IMAGE_EXTENSIONS)})"))
-        else:
-            skipped.append((name, "no such file or folder"))
-    paths = list(dict.fromkeys(paths))  # a file named and also inside a named folder counts once
-    if not paths and skipped:
-        shown = "; ".join(f"{path}: {reason}" for path, reason in skipped[:3])
-        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
-        raise cli.UserError(f"nothing to predict: {shown}{more}")
-    if not paths:
-        raise cli.UserError(f"no images in {', '.join(map(str, names))}; images end in "
-                            f"{', '.join(images.IMAGE_EXTENSIONS)}")
-    return paths, skipped
-
-
-def decoded_batches(paths, height, width, batch_size, workers, skipped):
-    """Yield (paths, uint8 images N x 3 x H x W) of the readable images, batch by batch; append
-    (path, reason) to `skipped` for the unreadable ones."""
-    def decode(path):
-        try:
-            return torch.from_numpy(images.decode_image(path, height, width)).permute(2, 0, 1)
-        except cli.UserError as e:
-            return str(e)
-
-    with ThreadPoolExecutor(workers) as pool:
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            decoded = list(pool.map(decode, chunk))
-            skipped += [(path, image) for path, image in zip(chunk, decoded) if isinstance(image, str)]
-            good = [(path, image) for path, image in zip(chunk, decoded) if not isinstance(image, str)]
-            if good:
-                yield [path for path, _ in good], torch.stack([image for _, image in good])
-
-
 def report_skipped(skipped: list):
     if skipped:
         print(f"skipped {len(skipped)} file(s):", file=sys.stderr)
@@ -138,35 +90,13 @@ def report_skipped(skipped: list):
 def export_run(args, predictor: Predictor) -> int:
     folder = args.export_dir or args.run
     record = predictor.record
-    check, source = check_images(args, record)
+    check, source = export.check_images(args.run, args.images, record.height, record.width, args.workers)
     difference = export.export_onnx(predictor.model, predictor.checkpoint, folder, check, args.batchsize)
     print(f"wrote {folder / 'model.onnx'} (input {export.INPUT_NAME}: float32 RGB 0-255, N x 3 x {record.height} "
           f"x {record.width}; output {export.OUTPUT_NAME}: N x {len(record.class_names)}) and {folder / 'classes.json'}")
     print(f"onnxruntime vs PyTorch on {source}: max abs difference of the probabilities "
           f"{difference:.3g} (required below {export.TOLERANCE:g}): ok")
     return 0
-
-
-def check_images(args, record) -> tuple:
-    """uint8 images to check the export on: the IMAGES given, else the run's test (or valid) split."""
-    if args.images:
-        paths, source = find_images(args.images)[0], "the images given"
-    else:
-        paths, source = split_images(args.run)
-    paths = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, CHECK_IMAGES).round().astype(int))]
-    decoded = [pixels for _, pixels in decoded_batches(paths, record.height, record.width, len(paths),
-                                                       args.workers, [])]
-    if not decoded:
-        raise cli.UserError(f"none of {source} could be read to check the export on; "
-                            f"name readable images: 5_predict.py --run {args.run} --export onnx IMAGES")
-    return decoded[0], f"{cli.counted(len(decoded[0]), 'image')} of {source}"
-
-
-def split_images(run_dir: Path) -> tuple:
-    dataset = evaluation.run_dataset(run_dir, remedy=f"name some images to check the export on: 5_predict.py "
-                                                     f"--run {run_dir} --export onnx IMAGES")
-    split = data.evaluation_split(dataset, warn=False)
-    return data.scan_split(dataset, split).paths, f"{dataset.name}'s {split} split"
 
 
 def main(argv=None) -> int:

@@ -186,10 +186,11 @@ def ingest(args) -> int:
 
 
 def simulate(args) -> int:
-    plan = simulation.Plan(dataset=args.dataset, data_root=args.data_root, logs_root=args.logs_root,
-                           initial=args.initial, budget=args.budget, rounds=args.rounds, strategies=args.acquisition,
-                           seeds=args.seeds, train_argv=args.train_argv, pseudo=args.pseudo,
-                           threshold=args.pseudo_threshold, alpha=args.pseudo_alpha, progress=not args.no_progress)
+    plan = simulation.SimulationSettings(
+        dataset=args.dataset, data_root=args.data_root, logs_root=args.logs_root, initial=args.initial,
+        budget=args.budget, rounds=args.rounds, strategies=args.acquisition, seeds=args.seeds,
+        train_argv=args.train_argv, pseudo=args.pseudo, threshold=args.pseudo_threshold, alpha=args.pseudo_alpha,
+        progress=not args.no_progress)
     exit_code, folder, summary = simulation.simulate(plan)
     if summary is not None:
         print(f"wrote {folder}: curve.csv, curve.svg, summary.csv, queries.csv, training.log, plan.json")

@@ -64,3 +64,40 @@ def test_nothing_below_the_scripts_imports_a_numbered_script():
              *REPO.glob("benchmarks/*.py"), REPO / "criterion.py", REPO / "get_model.py"]
     offenders = sorted(p.relative_to(REPO).as_posix() for p in below if reaching_up.search(p.read_text()))
     assert not offenders, f"these import a numbered script: {offenders}"
+
+
+def project_imports(path) -> set:
+    """The modules of this project a file imports: toolkit.cli, losses.base, criterion, ..."""
+    import ast
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:  # from a package: its modules imported
+            package = (REPO / node.module.replace(".", "/")).is_dir()
+            names = [f"{node.module}.{a.name}" for a in node.names] if package else [node.module]
+        else:
+            continue
+        found |= {n for n in names if n.split(".")[0] in ("toolkit", "losses", "models", "criterion", "get_model")}
+    return found
+
+
+def test_the_layers_below_the_machinery_import_only_the_base():
+    """The map's layers: toolkit/cli.py and toolkit/space.py at the base, then losses/ and models/,
+    then the two tables; none of them reaches into the rest of toolkit/ (which reads the tables)."""
+    base = {"toolkit.cli", "toolkit.space"}
+    assert project_imports(REPO / "toolkit" / "cli.py") == set()
+    assert project_imports(REPO / "toolkit" / "space.py") <= {"toolkit.cli"}
+    for path in [*REPO.glob("losses/*.py"), *REPO.glob("models/*.py"), REPO / "criterion.py", REPO / "get_model.py"]:
+        toolkit = {name for name in project_imports(path) if name.startswith("toolkit")}
+        assert toolkit <= base, f"{path.relative_to(REPO)} imports {sorted(toolkit - base)}"
+        if path.parent.name in ("losses", "models"):
+            assert not project_imports(path) & {"criterion", "get_model"}, path
+
+
+def test_the_readme_stays_readable():
+    """README.md: at most 450 lines, none over 300 characters; details live in docs/."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 450, f"README.md has {len(lines)} lines; move details into a docs/ page"
+    long = [number for number, line in enumerate(lines, start=1) if len(line) > 300]
+    assert not long, f"README.md lines over 300 characters: {long}"

@@ -46,7 +46,7 @@ def use_deterministic_algorithms():
 def use_threads(threads: int | None = None):
     """--threads: PyTorch's CPU threads (None: its own choice, one per core). When other work
     leaves fewer idle cores than that, say so: threads that wait for a busy core spin, and an
-    epoch can take 30-60 times as long as with one thread."""
+    epoch can take many times as long as with one thread (measured: docs/new-user.md)."""
     if threads:
         torch.set_num_threads(threads)
     used, cores = torch.get_num_threads(), usable_cores()

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from toolkit import cli, data, files, metrics, plots, runs
-from toolkit.predictor import Predictor
+from toolkit.predictor import PredictionSettings, Predictor
 
 BOOTSTRAP = 1000
 SHOT_THRESHOLDS = (100, 20)
@@ -22,20 +22,13 @@ POST_HOC_COLUMNS = ("tau", "tau_norm")  # how --logit-adjust and --tau-norm chan
 LOGIT_ADJUSTED, TAU_NORMALISED = runs.POST_HOC  # their folders below the run
 
 
-@dataclass(frozen=True)
-class Options:
+@dataclass
+class Options(PredictionSettings):
     """How a run is tested (2_test.py's options); the defaults are the run's own, canonical test."""
     bootstrap: int = BOOTSTRAP  # resamples of the 95% intervals; 0: none
     shot_thresholds: tuple = SHOT_THRESHOLDS  # (many, few) training images
     logit_adjust: float | str | None = None  # a tau, "auto" (chosen on valid), or None: off
     tau_norm: float | str | None = None  # likewise
-    device: str = "auto"
-    precision: str = "auto"
-    batchsize: int = 128
-    workers: int = 2
-    cache_gb: float = 4.0
-    progress: bool = True
-    data_root: Path | None = None  # default: the one the run was trained from
 
 
 def run_dataset(run_dir: Path, data_root=None, remedy="pass --data-root, the folder holding it") -> Path:
@@ -116,13 +109,13 @@ class Tested:
         return self.subject.run_dir / self.correction.folder
 
 
-def evaluate(run_dir: Path, options: Options = Options()) -> Tested:
+def evaluate(run_dir: Path, options: Options | None = None) -> Tested:
     """Test a run's best checkpoint on its dataset's test split (valid, with a warning, without
     one) and write every file of the test into the folder `output_dir` picks."""
-    subject = Subject.of_run(run_dir, options)
+    subject = Subject.of_run(run_dir, options or Options())
     labels, logits, correction = corrected(subject)
     settings = test_settings(subject, len(labels), correction)
-    out_dir = output_dir(subject.run_dir / correction.folder, options, settings["data"])
+    out_dir = output_dir(subject.run_dir / correction.folder, subject.options, settings["data"])
     scores = write_test(out_dir, subject, settings, labels, logits)
     return Tested(subject, labels, logits, correction, settings, scores, out_dir)
 

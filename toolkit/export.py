@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from toolkit.cli import UserError
-from toolkit.data import Normalise
+from toolkit import data, evaluation, images
+from toolkit.cli import UserError, counted
 from toolkit.files import write_atomically, write_json
 from toolkit.record import Checkpoint, RunRecord
 
@@ -22,6 +22,7 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
 OPSET = 17
 TOLERANCE = 1e-4  # largest allowed difference of a probability between onnxruntime and PyTorch
+CHECK_IMAGES = 256  # the parity check uses at most this many images, spread over the ones offered
 
 
 class DeployedModel(nn.Module):
@@ -29,7 +30,7 @@ class DeployedModel(nn.Module):
 
     def __init__(self, model: nn.Module, mean, std):
         super().__init__()
-        self.normalise = Normalise(mean, std)
+        self.normalise = data.Normalise(mean, std)
         self.model = model
 
     def forward(self, images):
@@ -110,3 +111,21 @@ def model_description(checkpoint: Checkpoint) -> dict:
         "model_index": record.model_index, "model_name": record.model_name,
         "dataset": record.dataset, "objective": record.objective, "epoch": checkpoint.epoch,
     }
+
+
+def check_images(run_dir: Path, named: list, height: int, width: int, workers: int = 2) -> tuple:
+    """(uint8 images, what they are in words) to check an export on: up to CHECK_IMAGES of the
+    images named, else of the run's test (or valid) split, spread evenly over them."""
+    if named:
+        paths, source = images.find_images(named)[0], "the images given"
+    else:
+        dataset = evaluation.run_dataset(run_dir, remedy=f"name some images to check the export on: 5_predict.py "
+                                                         f"--run {run_dir} --export onnx IMAGES")
+        split = data.evaluation_split(dataset, warn=False)
+        paths, source = data.scan_split(dataset, split).paths, f"{dataset.name}'s {split} split"
+    paths = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, CHECK_IMAGES).round().astype(int))]
+    decoded = [pixels for _, pixels in images.decoded_batches(paths, height, width, len(paths), workers, [])]
+    if not decoded:
+        raise UserError(f"none of {source} could be read to check the export on; "
+                        f"name readable images: 5_predict.py --run {run_dir} --export onnx IMAGES")
+    return decoded[0], f"{counted(len(decoded[0]), 'image')} of {source}"

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from toolkit.cli import UserError, progress_bar
@@ -100,3 +101,49 @@ def content_hash(path: Path) -> str | None:
 def hashes_of(paths: list, workers: int = 2, progress=True, desc="hash") -> list:
     with ThreadPoolExecutor(max(1, workers)) as pool:
         return list(progress_bar(pool.map(content_hash, paths), progress, total=len(paths), desc=desc, unit="img"))
+
+
+# ---------------------------------------------------------------- images named by a user, decoded as in training
+
+def find_images(names: list) -> tuple:
+    """The image files named or inside the folders named (recursively, hidden ones left out), and
+    (path, reason) for each named file that is no image."""
+    paths, skipped = [], []
+    for name in names:
+        if name.is_dir():
+            paths += images_in(name)[0]
+        elif name.is_file() and is_image(name):
+            paths.append(name)
+        elif name.is_file():
+            skipped.append((name, f"not an image (images end in {', '.join(IMAGE_EXTENSIONS)})"))
+        else:
+            skipped.append((name, "no such file or folder"))
+    paths = list(dict.fromkeys(paths))  # a file named and also inside a named folder counts once
+    if not paths and skipped:
+        shown = "; ".join(f"{path}: {reason}" for path, reason in skipped[:3])
+        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        raise UserError(f"nothing to predict: {shown}{more}")
+    if not paths:
+        raise UserError(f"no images in {', '.join(map(str, names))}; images end in {', '.join(IMAGE_EXTENSIONS)}")
+    return paths, skipped
+
+
+def decoded_or_reason(path: Path, height: int, width: int):
+    """uint8 tensor (3, H, W) of an image decoded as in training, or why it cannot be read."""
+    try:
+        return torch.from_numpy(decode_image(path, height, width)).permute(2, 0, 1)
+    except UserError as e:
+        return str(e)
+
+
+def decoded_batches(paths, height, width, batch_size, workers, skipped):
+    """Yield (paths, uint8 images N x 3 x H x W) of the readable images, batch by batch; append
+    (path, reason) to `skipped` for the unreadable ones."""
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            decoded = list(pool.map(lambda path: decoded_or_reason(path, height, width), chunk))
+            skipped += [(path, image) for path, image in zip(chunk, decoded) if isinstance(image, str)]
+            good = [(path, image) for path, image in zip(chunk, decoded) if not isinstance(image, str)]
+            if good:
+                yield [path for path, _ in good], torch.stack([image for _, image in good])

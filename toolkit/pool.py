@@ -16,8 +16,8 @@ from toolkit.cli import UserError, counted, plural, progress_bar
 from toolkit.data import ImageSet, Split, dataset_hashes, load_images, scan_split
 from toolkit.evaluation import run_dataset
 from toolkit.files import write_csv, write_json
-from toolkit.images import IMAGE_EXTENSIONS, decode_image, hashes_of, images_in
-from toolkit.predictor import Predictor
+from toolkit.images import IMAGE_EXTENSIONS, decoded_or_reason, hashes_of, images_in
+from toolkit.predictor import PredictionSettings, Predictor
 
 QUERY_COLUMNS = ["rank", "path", "score", "predicted", "probability", "label"]
 PSEUDO_COLUMNS = ["path", "label", "probability"]
@@ -63,14 +63,9 @@ def read_pool(folder: Path, height: int, width: int, known_hashes: set, workers:
             seen.add(digest)
             kept.append(path)
 
-    def decode(path):
-        try:
-            return torch.from_numpy(decode_image(path, height, width)).permute(2, 0, 1)
-        except UserError as e:
-            return str(e)
-
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        decoded = list(progress_bar(pool.map(decode, kept), progress, total=len(kept), desc="decode pool", unit="img"))
+        decoded = list(progress_bar(pool.map(lambda path: decoded_or_reason(path, height, width), kept), progress,
+                                    total=len(kept), desc="decode pool", unit="img"))
     unreadable += [(p, image) for p, image in zip(kept, decoded) if isinstance(image, str)]
     good = [(p, image) for p, image in zip(kept, decoded) if not isinstance(image, str)]
     images = torch.stack([image for _, image in good]) if good else torch.empty(0, 3, height, width, dtype=torch.uint8)
@@ -113,7 +108,7 @@ def class_table(class_names, train_counts, predicted, picked, pseudo_labelled) -
 
 
 @dataclass
-class QuerySettings:
+class QuerySettings(PredictionSettings):
     """What a query is asked: the run whose best checkpoint predicts, the pool, the budget and how
     to spend it, the pseudo-label rule, and where and how to predict (6_active.py's arguments)."""
     run: Path
@@ -124,13 +119,7 @@ class QuerySettings:
     pseudo_threshold: float = PSEUDO_THRESHOLD
     pseudo_alpha: float = PSEUDO_ALPHA
     seed: int = 0  # of --acquisition random
-    data_root: Path | None = None  # the run's dataset is below it (default: the run's own data root)
-    device: str = "auto"
-    precision: str = "fp32"
-    batchsize: int = 128
-    workers: int = 2
-    cache_gb: float = 4.0
-    progress: bool = True
+    precision: str = field(default="fp32", kw_only=True)
 
     RECORDED = ("run", "pool", "budget", "acquisition", "balance", "pseudo_threshold", "pseudo_alpha", "seed",
                 "precision")  # what query.json keeps: what decides the outcome, not where it ran

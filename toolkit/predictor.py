@@ -1,6 +1,7 @@
 """A trained run, ready to predict: its best checkpoint's model on a device, with the
-normalisation and image size it was trained with. 2_test.py, 5_predict.py and 6_active.py all
-predict through it."""
+normalisation and image size it was trained with; its logits and its penultimate features.
+2_test.py (through toolkit/evaluation.py), 5_predict.py and 6_active.py all predict through it."""
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,6 +13,18 @@ from toolkit.cli import UserError
 from toolkit.data import Batches, ImageSet, Normalise, model_inputs
 from toolkit.record import Checkpoint, load_checkpoint
 from toolkit.runs import require_best_checkpoint
+
+
+@dataclass(kw_only=True)
+class PredictionSettings:
+    """Where and how a run predicts (the scripts' arguments of the same names)."""
+    device: str = "auto"
+    precision: str = "auto"
+    batchsize: int = 128
+    workers: int = 2
+    cache_gb: float = 4.0
+    progress: bool = True
+    data_root: Path | None = None  # the run's dataset is below it (default: the one it was trained from)
 
 
 def build_trained_model(checkpoint: Checkpoint, source) -> torch.nn.Module:

@@ -37,7 +37,7 @@ NOT_IN_A_SIMULATION = ("--seed", "--resume", "--dry-run", "--dataset", "--data-r
 
 
 @dataclass
-class Plan:
+class SimulationSettings:
     """A simulation: the dataset, the schedule, the strategies and seeds, 1_train.py's arguments."""
     dataset: str
     data_root: Path
@@ -62,7 +62,7 @@ class Stopped(Exception):
         self.exit_code = exit_code
 
 
-def training_args(plan: Plan, seed: int):
+def training_args(plan: SimulationSettings, seed: int):
     """1_train.py's parsed arguments for the rounds of `seed`, so every training flag means what it
     means there."""
     given = {token.split("=", 1)[0] for token in plan.train_argv}
@@ -117,7 +117,7 @@ class Outcome:
 class Simulation:
     """The state every round shares: the dataset's images in memory, the folders, the written rows."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: SimulationSettings):
         self.plan = plan
         for strategy in plan.strategies:
             acquisition.parse_strategy(strategy)
@@ -377,7 +377,7 @@ def format_summary(summary: pd.DataFrame, curve: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def simulate(plan: Plan, say=print) -> tuple:
+def simulate(plan: SimulationSettings, say=print) -> tuple:
     """Run a plan; (exit code, the simulation folder, the summary table or None when stopped)."""
     simulation = Simulation(plan)
     say(f"simulation folder: {simulation.folder}")

@@ -127,7 +127,7 @@ def build_engine(args, model, loss, device, distributed, mixing=None) -> engine.
         run.forward = torch.compile(run.forward)
         if distributed.is_main:  # compiling happens in the first steps, silently
             print("--compile: torch.compile compiles the model in the first training and validation steps "
-                  "(a minute or more)", flush=True)
+                  "(it takes a while: docs/speed.md)", flush=True)
     return run
 
 

@@ -16,13 +16,13 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import optuna
-import torch
 from optuna.trial import TrialState
 
-from toolkit import evaluation, plan, training
+from toolkit import engine, evaluation, plan, training
 from toolkit.search_budget import COSTLY_KNOBS, Pace
 from toolkit.search_space import (BASELINE, SETTLE_EPOCHS, describe_params, for_objective, late_change, recipe_argv,
                                   recipe_knobs, split_recipe)
@@ -60,8 +60,12 @@ def run_argv(settings: Settings, recipe: str, params: dict, seed: int) -> list:
 
 
 def train(settings: Settings, args, reporter) -> training.Trained:
-    """One ordinary run in this process, its lines into the search folder's training.log."""
-    with open(Path(settings.search_dir) / TRAINING_LOG, "a") as log, contextlib.redirect_stdout(log):
+    """One ordinary run in this process, its lines and warnings into the search folder's training.log
+    (the machine's business is said once, when the worker starts)."""
+    with open(Path(settings.search_dir) / TRAINING_LOG, "a") as log, contextlib.redirect_stdout(log), \
+            warnings.catch_warnings():
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: log.write(
+            warnings.formatwarning(message, category, filename, lineno, line))
         return training.start(args, reporter)
 
 
@@ -150,8 +154,7 @@ def work(settings: Settings, worker: int = 0, threads: int | None = None, gpu: s
     leaves before the confirmation), then confirmation trials until none is queued."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    if threads:
-        torch.set_num_threads(threads)
+    engine.use_threads(threads)  # its share of the cores; a busy machine said once, not at every trial
     say = say or printer(worker, settings.jobs)
     quiet_optuna(Path(settings.search_dir))
     study = load(settings, settings.study, worker)

@@ -7,22 +7,11 @@ writes logs/<Model>/<dataset>/<objective>/<YYYY-MM-DD-HH-MM-SS>/ (see README.md)
 """
 import sys
 
-import torch
-
-from toolkit import cli, engine, plan, training
+from toolkit import cli, plan, training
 
 
 def train(argv=None):
-    args = plan.parse_args(argv)
-    engine.use_threads(args.threads)
-    torch.manual_seed(args.seed)
-    if args.deterministic:
-        engine.use_deterministic_algorithms()
-    distributed, device = engine.start_distributed(args.device)
-    try:
-        return training.train_on(args, distributed, device).exit_code
-    finally:
-        engine.stop_distributed(distributed)
+    return training.start(plan.parse_args(argv)).exit_code
 
 
 def main(argv=None) -> int:

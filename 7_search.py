@@ -7,7 +7,7 @@ the best on fresh seeds against ERM, with intervals and paired tests (see docs/s
     python 7_search.py ... --storage postgresql://user@host/db   # the same command on every machine
 
 writes logs/search/NAME/<YYYY-MM-DD-HH-MM-SS>/: trials.csv, finalists.csv, recipes.csv, report.html;
-every trial is an ordinary run directory under logs/.
+every trial is an ordinary run directory under its runs/ (python 4_report.py that/runs reports them).
 """
 import json
 import multiprocessing
@@ -18,24 +18,24 @@ from pathlib import Path
 import torch
 
 import criterion
-from toolkit import cli, data, plan, recipes, runs, search, search_report
+from toolkit import cli, data, plan, recipes, runs, search, search_budget, search_report, search_space, search_storage
 
 # the seed-to-seed spread of the paired difference on digits-lt asks for 7 (docs/search.md, "How many seeds")
 DEFAULT_SEEDS = [1, 2, 3, 4, 5, 6, 7]
-SEARCH_OPTIONS = ("objectives", "trials", "minutes", "seeds", "finalists", "jobs", "storage", "study_name", "resume",
-                  "space", "pruner", "min_resource", "reduction_factor", "grid", "search_seed", "heartbeat")
 
 
 def build_parser():
     p = cli.ArgumentParser(prog="7_search.py", description="Search recipes on validation, confirm the best on "
                                                            "fresh seeds against ERM. Any other option is "
                                                            "1_train.py's, shared by every trial.")
-    p.add_argument("--objectives", nargs="+", metavar="RECIPE", default=list(search.DEFAULT_RECIPES),
+    p.add_argument("--objectives", nargs="+", metavar="RECIPE", default=list(search_space.DEFAULT_RECIPES),
                    help="the recipes to search: objectives of criterion.py, NAME-DRW for deferred re-weighting "
-                        f"(default: {' '.join(search.DEFAULT_RECIPES)})")
+                        f"(default: {' '.join(search_space.DEFAULT_RECIPES)})")
     p.add_argument("--trials", type=cli.positive_int, help="trials of the study, all processes together; pruned "
                                                            "ones count (default: 40, or the grid's size)")
-    p.add_argument("--minutes", type=cli.positive_float, help="start no trial after this many minutes")
+    p.add_argument("--minutes", type=cli.positive_float,
+                   help="the whole answer, search and confirmation, within this many minutes: trials stop early "
+                        "enough for the confirmation, whose seeds are cut to those that fit (docs/search.md)")
     p.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS,
                    help="the confirmation's seeds, not the search's --seed (default: 1 to 7)")
     p.add_argument("--finalists", type=cli.non_negative_int, default=3,
@@ -76,17 +76,19 @@ def training_argv(train_argv: list, args) -> tuple:
         if isinstance(option.search, plan.Refused) and option.dest in given:
             raise cli.UserError(f"{option.flag} is not for 7_search.py: {option.search.why}")
     objective_flags = set(criterion.DEFAULTS)
-    readers = {d for recipe in args.objectives for d in criterion.OBJECTIVES[search.split_recipe(recipe)[0]].flags}
+    readers = {d for recipe in args.objectives
+               for d in criterion.OBJECTIVES[search_space.split_recipe(recipe)[0]].flags}
     unread = sorted(given & objective_flags - readers)
     if unread:
         raise cli.UserError(f"no objective of --objectives {' '.join(args.objectives)} takes "
                             f"{', '.join('--' + d.replace('_', '-') for d in unread)}; drop it or add the "
                             f"objective that does")
     shared = [*train_argv, "--no-progress"] + ([] if "monitor" in given else ["--monitor", "bacc"])
-    base = plan.parse_args(search.for_objective(shared, search.BASELINE) + ["--objective", search.BASELINE])
+    base = plan.parse_args(search_space.for_objective(shared, search_space.BASELINE)
+                           + ["--objective", search_space.BASELINE])
     mixing = sorted(given & {o.dest for o in plan.OPTIONS if o.mixes})
     refusing = [r for r in args.objectives
-                if criterion.OBJECTIVES[search.split_recipe(r)[0]].loss.mixing_refusal is not None]
+                if criterion.OBJECTIVES[search_space.split_recipe(r)[0]].loss.mixing_refusal is not None]
     if mixing and refusing:
         raise cli.UserError(f"{' and '.join('--' + m for m in mixing)} cannot train {', '.join(refusing)} (not a mean "
                             f"of per-sample losses, see criterion.py); drop them from --objectives, or drop "
@@ -95,7 +97,7 @@ def training_argv(train_argv: list, args) -> tuple:
 
 
 def known_knobs(recipes_: list) -> set:
-    return {h.dest for recipe in recipes_ for h in search.recipe_knobs(recipe)}
+    return {h.dest for recipe in recipes_ for h in search_space.recipe_knobs(recipe)}
 
 
 def check_seeds(seeds: list, search_seed: int):
@@ -117,9 +119,9 @@ def fingerprint(base, args) -> dict:
             "search_seed": args.search_seed}
 
 
-def new_settings(args, train_argv) -> search.Settings:
+def new_settings(args, train_argv) -> search_storage.Settings:
     for recipe in args.objectives:
-        search.split_recipe(recipe)
+        search_space.split_recipe(recipe)
     if len(set(args.objectives)) != len(args.objectives):
         raise cli.UserError("--objectives: a recipe is repeated")
     shared, base, given = training_argv(train_argv, args)
@@ -130,37 +132,37 @@ def new_settings(args, train_argv) -> search.Settings:
     data.scan_dataset(data.dataset_dir(base.data_root, base.dataset), ("train", "valid"))
     fixed = sorted(given | (known_knobs(args.objectives) - set(args.search_only) if args.search_only else set()))
     if args.grid and args.trials is None:
-        args.trials = len(search.grid(args.objectives, set(fixed), args.grid))
+        args.trials = len(search_space.grid(args.objectives, set(fixed), args.grid))
     if args.trials is None and args.minutes is None:
         args.trials = 40
     args.min_resource = args.min_resource or max(1, base.epochs // 2)  # docs/search.md: earlier values mislead
-    return search.Settings(storage=args.storage or "", study=args.study_name, search_dir="", train_argv=shared,
-                           recipes=args.objectives, fixed=fixed, dataset=base.dataset, epochs=base.epochs,
-                           seed=base.seed, trials=args.trials, minutes=args.minutes, seeds=args.seeds,
-                           finalists=args.finalists, pruner=args.pruner, min_resource=args.min_resource,
-                           reduction_factor=args.reduction_factor, heartbeat=args.heartbeat,
-                           search_seed=args.search_seed, grid=args.grid, fingerprint=fingerprint(base, args))
+    return search_storage.Settings(
+        storage=args.storage or "", study=args.study_name, search_dir="", train_argv=shared, recipes=args.objectives,
+        fixed=fixed, dataset=base.dataset, epochs=base.epochs, seed=base.seed, trials=args.trials,
+        minutes=args.minutes, seeds=args.seeds, finalists=args.finalists, pruner=args.pruner,
+        min_resource=args.min_resource, reduction_factor=args.reduction_factor, heartbeat=args.heartbeat,
+        search_seed=args.search_seed, grid=args.grid, fingerprint=fingerprint(base, args), jobs=args.jobs)
 
 
-def start(args, train_argv) -> search.Settings:
+def start(args, train_argv) -> search_storage.Settings:
     """A new search, or one joined in --storage: everything checked before the folder is made."""
     settings = new_settings(args, train_argv)
-    logs_root = plan.parse_args([*settings.train_argv, "--objective", search.BASELINE]).logs_root
+    logs_root = plan.parse_args([*settings.train_argv, "--objective", search_space.BASELINE]).logs_root
     if settings.storage:
-        storage, study = search.open_study(settings, create=True)
+        storage, study = search_storage.open_study(settings, create=True)
         settings.joined = study is not None
     folder = runs.new_dated_dir(Path(logs_root) / "search" / settings.dataset, "a search folder")
-    settings.search_dir = str(folder)
+    settings.search_dir, settings.runs_root = str(folder), str(folder / "runs")  # the user's logs/ left as it was
     if not settings.storage:
         settings.storage = str(folder / "study.journal")
-        storage, study = search.open_study(settings, create=True)
+        storage, study = search_storage.open_study(settings, create=True)
     if study is None:
-        search.create_study(settings, storage)
+        search_storage.create_study(settings, storage)
     settings.write()
     return settings
 
 
-def run_workers(settings: search.Settings, jobs: int):
+def run_workers(settings: search_storage.Settings, jobs: int):
     """`jobs` worker processes (this one when 1), each with a GPU or its share of the cores."""
     if jobs == 1:
         search.work(settings)
@@ -186,20 +188,22 @@ def body(argv=None) -> int:
     args, train_argv = split_options(argv)
     if args.space:
         for recipe in args.objectives:
-            search.split_recipe(recipe)
+            search_space.split_recipe(recipe)
         fixed = cli.given_options(plan.build_parser(), train_argv)
         fixed |= known_knobs(args.objectives) - set(args.search_only) if args.search_only else set()
-        print(search.describe_space(args.objectives, fixed))
+        print(search_space.describe_space(args.objectives, fixed))
         return 0
     if args.resume:
         if train_argv:
             raise cli.UserError(f"--resume continues a search with its own arguments; drop {' '.join(train_argv)}")
-        settings = search.Settings.read(args.resume)
-        search.open_study(settings, create=False)
+        settings = search_storage.Settings.read(args.resume)
+        search_storage.open_study(settings, create=False)
         print(f"resuming the search in {settings.search_dir}")
     else:
         settings = start(args, train_argv)
         print(f"search folder: {settings.search_dir} (storage {settings.storage}, study {settings.study})")
+    settings.jobs = args.jobs
+    print(search_budget.opening_line(settings, search_storage.load(settings, settings.study).user_attrs["started"]))
     run_workers(settings, args.jobs)
     search_report.write_results(settings)
     return 0

@@ -3,7 +3,7 @@
     python 7_search.py ... --grid 2 --pruner none --finalists 0      # every trial trains every epoch
     python benchmarks/pruning_check.py logs/search/digits-lt/<YYYY-MM-DD-HH-MM-SS>
 
-replays Optuna's pruner (the search's own, toolkit/search.py) on the curves the grid recorded, the
+replays Optuna's pruner (the search's own, toolkit/search_space.py) on the curves the grid recorded, the
 trials in the grid's order and in 200 shuffled orders: the same decisions a pruned search over
 that grid takes, without training again. Prints, for each pruner and first rung: the rank
 correlation of the value at the first rung with the final value, how often the grid's best is
@@ -16,26 +16,26 @@ import numpy as np
 import optuna
 from scipy import stats
 
-from toolkit import cli, plan, search
+from toolkit import cli, plan, search_space, search_storage
 
 
 def curves(folder: Path) -> list:
     """(number, recipe, {epoch: best valid so far}, final value, settles_at) of each complete trial."""
-    settings = search.Settings.read(folder)
-    study = search.load(settings, settings.study)
+    settings = search_storage.Settings.read(folder)
+    study = search_storage.load(settings, settings.study)
     found = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         args = plan.parse_args(["--resume", t.user_attrs["run_dir"]])
-        change = search.late_change(args)
+        change = search_space.late_change(args)
         found.append((t.number, t.params["recipe"], dict(t.intermediate_values), t.value,
-                      change + search.SETTLE_EPOCHS if change else 0))
+                      change + search_space.SETTLE_EPOCHS if change else 0))
     return found, settings.epochs
 
 
 def replay(trials: list, epochs: int, kind: str, min_resource: int, reduction_factor: int) -> dict:
     """The pruner's decisions over `trials` in their order: {number: epochs trained, or None if complete}."""
     study = optuna.create_study(direction="maximize",
-                                pruner=search.build_pruner(kind, min_resource, reduction_factor, epochs))
+                                pruner=search_space.build_pruner(kind, min_resource, reduction_factor, epochs))
     stopped = {}
     for number, _, values, final, settles in trials:
         trial = study.ask()

@@ -92,6 +92,12 @@ class Objective(nn.Module):
         """The objective for these per-class training counts (float64) and the parsed plan."""
         return cls()
 
+    @classmethod
+    def last_change(cls, args) -> int:
+        """The epoch (counted from 1) at which the objective last changes what it trains on (a
+        stage of its own, SPBL's), 0 when it never does: a recipe search does not prune before it."""
+        return 0
+
     def adapt_model(self, model: nn.Module) -> nn.Module:
         """The model this objective trains, built from the table's model (returned unchanged here)."""
         return model

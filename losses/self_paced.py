@@ -122,7 +122,7 @@ class SelfPacedBalance(Objective):
 
     @classmethod
     def last_change(cls, args) -> int:
-        """The epoch (counted from 1) its last stage begins: a recipe search does not prune before it."""
+        """The epoch (counted from 1) its last stage begins."""
         stages = len(args.spbl_paces) + 1
         return next(epoch + 1 for epoch in range(args.epochs) if epoch * stages // args.epochs == stages - 1)
 

@@ -1,6 +1,7 @@
 """7_search.py: the space, the pruning guard, the selection that never reads a test label, the
 finalists' seeds, several processes on one study (journal file and PostgreSQL), kill -9 and resume."""
 import glob
+import html
 import json
 import os
 import shutil
@@ -15,9 +16,9 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from conftest import REPO, TRAIN_ARGS
+from conftest import REPO, TEST_OUTPUTS, TRAIN_ARGS
 
-from toolkit import plan, search
+from toolkit import plan, runs, search, search_report, search_space, search_storage
 from toolkit.space import Integer, LogUniform, Uniform
 
 SEARCH_ARGS = ["--objectives", "ERM", "LA", "--search-only", "weight_decay", "la_tau"]
@@ -33,8 +34,11 @@ def search_dirs(logs: Path) -> list:
     return sorted((logs / "search" / "tiny").iterdir()) if (logs / "search" / "tiny").is_dir() else []
 
 
+RUNS = "search/tiny/*/runs/ResNet20/tiny/*/*"  # a search's runs live in its own folder
+
+
 def run_dirs(logs: Path) -> list:
-    return sorted(p.parent for p in logs.glob("ResNet20/tiny/*/*/args.json"))
+    return sorted(p.parent for p in logs.glob(f"{RUNS}/args.json"))
 
 
 def journal_trials(path: Path, name="recipe-search") -> list:
@@ -49,38 +53,40 @@ def finished(trials) -> list:
 # ---------------------------------------------------------------- the space
 
 def test_each_recipe_draws_the_shared_knobs_its_own_and_mixup_only_where_mixed_batches_are_scored():
-    dests = {recipe: [h.dest for h in search.recipe_knobs(recipe)] for recipe in ("ERM", "LA", "LDAM-DRW", "SPBL")}
+    dests = {recipe: [h.dest for h in search_space.recipe_knobs(recipe)] for recipe in ("ERM", "LA", "LDAM-DRW", "SPBL")}
     assert dests["ERM"] == ["lr", "weight_decay", "sampler", "sam", "mixup"]
     assert dests["LA"] == ["lr", "weight_decay", "sampler", "sam", "la_tau", "mixup"]
     assert dests["LDAM-DRW"] == ["lr", "weight_decay", "sampler", "sam", "ldam_max_m", "ldam_s", "drw_share", "mixup"]
     assert dests["SPBL"] == ["lr", "weight_decay", "sampler", "sam", "spbl_max_weight", "spbl_resample"]  # no mixup
-    assert [h.dest for h in search.recipe_knobs("LA", {"lr", "mixup"})] == ["weight_decay", "sampler", "sam", "la_tau"]
-    for recipe in (*search.DEFAULT_RECIPES, "ERM-DRW"):
-        for knob in search.recipe_knobs(recipe):
+    assert [h.dest for h in search_space.recipe_knobs("LA", {"lr", "mixup"})] == ["weight_decay", "sampler", "sam", "la_tau"]
+    for recipe in (*search_space.DEFAULT_RECIPES, "ERM-DRW"):
+        for knob in search_space.recipe_knobs(recipe):
             assert knob.search.holds(knob.default), (recipe, knob.flag)
 
 
 def test_a_drawn_recipe_is_an_ordinary_training_plan():
     params = {"recipe": "LDAM-DRW", "weight_decay": 0.001, "ldam_max_m": 0.3, "drw_share": 0.8, "mixup": None}
-    argv = search.recipe_argv("LDAM-DRW", params, 200)
+    argv = search_space.recipe_argv("LDAM-DRW", params, 200)
     assert argv == ["--objective", "LDAM", "--weight-decay", "0.001", "--ldam-max-m", "0.3", "--drw", "161"]
     args = plan.parse_args(["--model_index", "41", "--dataset", "x", "--epochs", "200", *argv])
     assert (args.objective, args.drw, args.weight_decay, args.ldam_max_m, args.mixup) == ("LDAM", 161, 0.001, 0.3, None)
-    assert search.recipe_argv("SPBL", {"spbl_resample": False}, 10) == ["--objective", "SPBL", "--no-spbl-resample"]
-    assert search.late_change(args) == 161
+    assert search_space.recipe_argv("SPBL", {"spbl_resample": False}, 10) == ["--objective", "SPBL", "--no-spbl-resample"]
+    assert search_space.late_change(args) == 161
     shared = ["--epochs", "3", "--la-tau", "1.5", "--no-spbl-resample", "--drw", "2"]
-    assert search.for_objective(shared, "CCE") == ["--epochs", "3"]
-    assert search.for_objective(shared, "SPBL") == ["--epochs", "3", "--no-spbl-resample"]
-    assert search.for_objective(shared, "ERM") == ["--epochs", "3", "--drw", "2"]
+    assert search_space.for_objective(shared, "CCE") == ["--epochs", "3"]
+    assert search_space.for_objective(shared, "SPBL") == ["--epochs", "3", "--no-spbl-resample"]
+    assert search_space.for_objective(shared, "ERM") == ["--epochs", "3", "--drw", "2"]
     spbl = plan.parse_args(["--model_index", "41", "--dataset", "x", "--epochs", "30", "--objective", "SPBL"])
-    assert search.late_change(spbl) == 26  # 6 stages of 5 epochs: the last begins at epoch 26
+    assert search_space.late_change(spbl) == 26  # 6 stages of 5 epochs: the last begins at epoch 26
+    plain = plan.parse_args(["--model_index", "41", "--dataset", "x", "--epochs", "30", "--objective", "LA"])
+    assert search_space.late_change(plain) == 0  # the protocol's default: no stage of its own
 
 
 def test_grid_values_spread_over_each_range_on_its_scale():
-    assert search.grid_values(LogUniform(1e-5, 1e-2), 4) == [1e-5, 1e-4, 1e-3, 1e-2]
-    assert search.grid_values(Uniform(0.0, 2.5), 3) == [0.0, 1.25, 2.5]
-    assert search.grid_values(Integer(5, 50), 3) == [5, 28, 50]  # 27.5 rounds to even
-    combos = search.grid(["ERM", "LA"], {"lr", "sampler", "sam", "mixup"}, 2)
+    assert search_space.grid_values(LogUniform(1e-5, 1e-2), 4) == [1e-5, 1e-4, 1e-3, 1e-2]
+    assert search_space.grid_values(Uniform(0.0, 2.5), 3) == [0.0, 1.25, 2.5]
+    assert search_space.grid_values(Integer(5, 50), 3) == [5, 28, 50]  # 27.5 rounds to even
+    combos = search_space.grid(["ERM", "LA"], {"lr", "sampler", "sam", "mixup"}, 2)
     assert len(combos) == 2 + 2 * 2 and combos[0] == {"recipe": "ERM", "weight_decay": 1e-5}
 
 
@@ -95,7 +101,7 @@ def test_space_prints_every_recipe_and_its_ranges(run):
 # ---------------------------------------------------------------- pruning
 
 def test_the_guard_never_prunes_before_a_late_change_has_settled():
-    pruner = search.build_pruner("halving", 1, 2, 10)
+    pruner = search_space.build_pruner("halving", 1, 2, 10)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for value in (50.0, 60.0):  # two strong trials that reached every rung
         trial = study.ask()
@@ -110,7 +116,7 @@ def test_the_guard_never_prunes_before_a_late_change_has_settled():
         assert not late.should_prune(), epoch
     late.report(10.0, 8)
     assert late.should_prune()  # judged once settled, and still poor
-    unguarded = optuna.create_study(direction="maximize", pruner=search.build_pruner("unguarded", 1, 2, 10))
+    unguarded = optuna.create_study(direction="maximize", pruner=search_space.build_pruner("unguarded", 1, 2, 10))
     for trial in study.trials[:2]:
         unguarded.add_trial(trial)
     early = unguarded.ask()
@@ -175,12 +181,15 @@ def test_selection_never_reads_a_test_label_and_the_finalists_train_on_fresh_see
         if attempt:
             permute_test_labels(tiny.data / "tiny")
         code, out, err = run("7_search", *args)
-        assert code == 0, err
+        assert code == 0 and err == "", err
         folder = search_dirs(tiny.logs)[-1]
+        assert_quiet(out, folder)
         trials = pd.read_csv(folder / "trials.csv")
         finalists = pd.read_csv(folder / "finalists.csv")
         recipes = pd.read_csv(folder / "recipes.csv")
         answers.append((trials, finalists, recipes, out))
+        if not attempt:
+            assert_tested_as_2_test_does(run, Path(finalists["run_dirs"][0].split()[0]), tmp_path / "tested-alone")
     (trials_a, finalists_a, recipes_a, out_a), (trials_b, finalists_b, recipes_b, out_b) = answers
     # the search and the choice are the same whatever the test labels
     columns = ["number", "state", "objective", "weight_decay", "la_tau", "value"]
@@ -198,18 +207,109 @@ def test_selection_never_reads_a_test_label_and_the_finalists_train_on_fresh_see
     assert all(json.loads((d / "args.json").read_text())["seed"] == 0 for d in searched)
     assert not any((d / "test_metrics.csv").exists() for d in searched)  # the search never tests
     page = (search_dirs(tiny.logs)[-1] / "report.html").read_text()
-    assert page.startswith("<!DOCTYPE html>") and "over ERM" in page and "<script" not in page
+    first_line = out_a.splitlines()[-2]
+    assert page.startswith("<!DOCTYPE html>") and html.escape(first_line) in page and "<script" not in page
+    assert "trials drew LA (2)" in out_a or "trials drew ERM (2)" in out_a or "trials drew LA (1), ERM (1)" in out_a \
+        or "trials drew ERM (1), LA (1)" in out_a
+    assert "No parameter importances: 2 complete trials" in page  # fewer than 10: none shown
+    # the worst class's recall, as the runs' per_class.csv give it, and the mark of a class left at zero
+    for _, row in finalists_a.iterrows():
+        recalls = [pd.read_csv(Path(d) / "per_class.csv")["recall"].min() for d in row["run_dirs"].split()]
+        assert row["worst_class_recall"] == pytest.approx(min(recalls))
+        assert (row["note"] == row["note"] and "zero recall" in row["note"]) == (min(recalls) == 0)
+
+
+def assert_tested_as_2_test_does(run, run_dir: Path, copy: Path):
+    """A confirmation run holds the files `2_test.py --run` writes into a copy of it, byte for byte."""
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns(*TEST_OUTPUTS))
+    code, _, err = run("2_test", "--run", copy)
+    assert code == 0, err
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(p.name for p in copy.iterdir())
+    for name in ("test_metrics.csv", "per_class.csv", "predictions.csv", "test_settings.json"):
+        assert (run_dir / name).read_bytes() == (copy / name).read_bytes(), name
+
+
+def assert_quiet(out: str, folder: Path):
+    """The search's own lines only: Optuna's log lines and warnings, and the trials' training lines,
+    went to files in the search folder."""
+    assert "[I " not in out and "Warning" not in out and "Trial 0 finished" not in out and "device " not in out
+    assert "Trial 0 finished" in (folder / "optuna.log").read_text()
+    assert "run directory: " in (folder / "training.log").read_text()
+    assert "trial 1 of " in out and "confirmation run 1 of " in out
+
+
+def test_an_older_searchs_settings_still_resume_with_their_runs_where_they_are(tmp_path):
+    """search.json written before the search folder held its runs: no runs_root, so its trials and
+    confirmation runs (and their retries) keep going to the logs root the search was given."""
+    settings = search_storage.Settings(
+        storage=str(tmp_path / "study.journal"), study="recipe-search", search_dir=str(tmp_path),
+        train_argv=["--logs-root", "old-logs"], recipes=["LA"], fixed=[], dataset="x", epochs=4, seed=0, trials=2,
+        minutes=None, seeds=[1, 2, 3], finalists=1, pruner="none", min_resource=2, reduction_factor=3, heartbeat=30,
+        search_seed=0, grid=None)
+    stored = {k: v for k, v in vars(settings).items() if k not in ("runs_root", "jobs")}
+    (tmp_path / "search.json").write_text(json.dumps(stored))
+    read = search_storage.Settings.read(tmp_path)
+    assert (read.runs_root, read.jobs) == ("", 1)
+    assert search.run_argv(read, "LA", {"la_tau": 0.5}, 1) == ["--logs-root", "old-logs", "--objective", "LA",
+                                                               "--la-tau", "0.5", "--seed", "1"]
+    read.runs_root = str(tmp_path / "runs")
+    assert search.run_argv(read, "LA", {}, 1)[-2:] == ["--logs-root", str(tmp_path / "runs")]
+
+
+def files_outside_searches(logs: Path) -> dict:
+    return {p.relative_to(logs): p.read_bytes() for p in logs.rglob("*")
+            if p.is_file() and not p.is_relative_to(logs / "search")}
+
+
+def test_a_searchs_runs_stay_in_its_folder_and_report_there(tiny, run):
+    code, _, err = run("1_train", *[str(a) for a in TRAIN_ARGS + tiny.data_args], "--objective", "ERM")
+    assert code == 0, err
+    users = files_outside_searches(tiny.logs)
+    code, _, err = run("7_search", *search_args(tiny, "--trials", 1, "--finalists", 1, "--seeds", 1, "--pruner",
+                                                "none", epochs=1))
+    assert code == 0, err
+    assert files_outside_searches(tiny.logs) == users  # the user's logs/ exactly as they were
+    folder = search_dirs(tiny.logs)[-1]
+    assert len(run_dirs(tiny.logs)) == 3  # the trial, the finalist and ERM on seed 1, all in the search's folder
+    assert sorted(runs.list_runs(folder / "runs")) == run_dirs(tiny.logs)
+    code, out, err = run("4_report", folder / "runs")
+    assert code == 0 and "ERM" in out, err
+    user_run, = {p.parent for p in users if p.name == "args.json"}
+    assert runs.list_runs(tiny.logs) == [tiny.logs / user_run]  # the logs root's report: the user's run only
 
 
 def test_the_winner_is_chosen_on_validation_not_on_test():
     entries = [{"trial": 4, "confirm_valid": 80.0, "label": "LA"}, {"trial": 2, "confirm_valid": 82.0, "label": "CB"},
                {"trial": None, "confirm_valid": 90.0, "label": "ERM (nothing searched)"}]
-    assert search_report_winner(entries)["label"] == "CB"
+    assert search_report.winner(entries)["label"] == "CB"
 
 
-def search_report_winner(entries):
-    from toolkit import search_report
-    return search_report.winner(entries)
+def test_a_finalist_that_leaves_a_class_at_zero_recall_is_never_the_winner():
+    entries = [{"trial": 4, "confirm_valid": 80.0, "label": "LA", "zero_recall_seeds": 0, "worst_recall": 12.5,
+                "recipe_label": "LA"},
+               {"trial": 2, "confirm_valid": 95.0, "label": "CB", "zero_recall_seeds": 1, "worst_recall": 0.0,
+                "recipe_label": "CB"},
+               {"trial": None, "confirm_valid": 90.0, "label": "ERM (nothing searched)", "zero_recall_seeds": 0}]
+    assert search_report.winner(entries)["label"] == "LA"  # CB is best on validation, but a class never predicted
+    table = pd.DataFrame([{"recipe": "LA", "test_bacc_mean": 70.0, "test_bacc_ci_low": 60.0, "test_bacc_ci_high": 80.0,
+                           "bacc_diff_mean": 1.0, "bacc_diff_ci_low": -2.0, "bacc_diff_ci_high": 4.0, "p_holm": 0.4,
+                           "matched_seeds": "1 2 3"}])
+    said = search_report.answer(entries, table, "bacc")
+    assert said.startswith("no recipe beats ERM beyond noise; the best by valid bacc on the confirmation seeds: LA: ")
+    assert "worst class recall 12.5 (lowest over the seeds)" in said and "left out for a class at zero recall: CB" in said
+    entries[0]["zero_recall_seeds"] = 2
+    assert search_report.winner(entries) is None
+    assert search_report.answer(entries, table, "bacc").startswith("no finalist keeps every class above zero recall")
+
+
+def test_the_worst_class_recall_is_read_from_test_metrics_or_per_class(tmp_path):
+    pd.DataFrame([{"split": "test", "bacc": 60.0}]).to_csv(tmp_path / "test_metrics.csv", index=False)
+    pd.DataFrame({"class": ["0", "1", "2"], "support": [5, 0, 3], "recall": [80.0, 0.0, 33.3]}).to_csv(
+        tmp_path / "per_class.csv", index=False)
+    assert search_report.worst_recall(tmp_path) == 33.3  # class 1 is not in the test split: no recall to judge
+    pd.DataFrame([{"split": "test", "bacc": 60.0, "min_recall": 25.0}]).to_csv(tmp_path / "test_metrics.csv",
+                                                                                index=False)
+    assert search_report.worst_recall(tmp_path) == 25.0  # 2_test.py's own figure where it wrote one
 
 
 # ---------------------------------------------------------------- several processes, kill and resume
@@ -257,7 +357,7 @@ def test_a_stopped_search_resumes_the_study_and_the_stopped_run(tiny, stop):
                                        epochs=20), cwd=REPO, env=quiet_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not glob.glob(str(tiny.logs / "ResNet20/tiny/*/*/last.pth")) and time.time() < deadline:
+    while not glob.glob(str(tiny.logs / RUNS / "last.pth")) and time.time() < deadline:
         time.sleep(0.05)
     process.send_signal(stop)
     assert process.wait() == (-signal.SIGKILL if stop == signal.SIGKILL else 130)

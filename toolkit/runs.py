@@ -53,9 +53,14 @@ def new_dated_dir(parent: Path, what: str) -> Path:
         raise UserError(f"cannot create {what} under {parent} ({e.strerror or e})") from None
 
 
+TOOL_FOLDERS = ("search",)  # a tool's own runs (logs/search/NAME/<datetime>/runs/...): not the user's
+
+
 def list_runs(folder: Path) -> list:
-    """Every run directory below `folder` (those holding args.json), oldest first."""
-    found = [p.parent for p in Path(folder).rglob("args.json") if DATETIME_PATTERN.fullmatch(p.parent.name)]
+    """Every run directory below `folder` (those holding args.json), oldest first; a search's runs
+    only when `folder` is (in) the search's folder, never as part of the logs root around it."""
+    found = [p.parent for p in Path(folder).rglob("args.json") if DATETIME_PATTERN.fullmatch(p.parent.name)
+             and p.relative_to(folder).parts[0] not in TOOL_FOLDERS]
     return sorted(found, key=lambda p: (p.name, str(p)))
 
 

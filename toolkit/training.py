@@ -329,6 +329,21 @@ class Trained:
     best: dict | None = None
 
 
+def start(args, after_epoch=None) -> Trained:
+    """A run as 1_train.py starts it, and so a search's trial: PyTorch's threads (--threads, else
+    the count already set), the seed, deterministic algorithms, this process's place among
+    torchrun's, then `train_on`."""
+    engine.use_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if args.deterministic:
+        engine.use_deterministic_algorithms()
+    distributed, device = engine.start_distributed(args.device)
+    try:
+        return train_on(args, distributed, device, after_epoch)
+    finally:
+        engine.stop_distributed(distributed)
+
+
 def train_on(args, distributed, device, after_epoch=None) -> Trained:
     """Training in this process (the whole of it, or its share under torchrun), as 1_train.py runs it:
     the run directory created once all is checked, args.json, the epochs (`after_epoch` as Trainer

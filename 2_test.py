@@ -113,6 +113,9 @@ def test(argv=None):
           + (f", classifier tau-normalised with tau {adjusted['tau_norm']:g}" if "tau_norm" in adjusted else ""))
     print(f"top-1 accuracy {scores['acc']:.2f}%   top-5 accuracy {scores['top5acc']:.2f}%")
     print(metrics.format_table(scores))
+    print(metrics.describe_shot_groups(record.class_counts, args.shot_thresholds, record.class_names))
+    metrics.warn_zero_recall(metrics.zero_recall_classes(labels, logits, record.class_names),
+                             f"{checkpoint.name} on the {split.name} split")
     if args.bootstrap:
         print(f"[95% interval: stratified bootstrap over the {cli.counted(len(labels), 'test image')}, "
               f"{cli.counted(args.bootstrap, 'resample')}]")
@@ -160,7 +163,7 @@ POST_HOC_COLUMNS = ("tau", "tau_norm")  # how --logit-adjust and --tau-norm chan
 
 def write_test(out_dir: Path, settings: dict, labels, logits, split, dataset, record, args):
     names, counts = record.class_names, record.class_counts
-    scores = metrics.test_metrics(labels, logits, counts, tuple(args.shot_thresholds))
+    scores = metrics.test_metrics(labels, logits, counts, tuple(args.shot_thresholds), class_names=names)
     if args.bootstrap:
         scores = metrics.with_intervals(scores, metrics.bootstrap_intervals(labels, logits, args.bootstrap))
     adjusted = {key: settings[key] for key in POST_HOC_COLUMNS if key in settings}

@@ -15,7 +15,7 @@ import pandas as pd
 from toolkit import cli, files, plan, plots, recipes, report_page, runs
 
 SHOWN = ["model", "dataset", "objective", "augment", "datetime", "epochs", "best_valid", "test_acc", "test_bacc",
-         "test_macro_f1", "test_gmean", "test_few_shot"]
+         "test_macro_f1", "test_gmean", "test_min_recall", "test_min_recall_class", "test_few_shot"]
 
 
 def parse_args(argv=None):

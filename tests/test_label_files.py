@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from conftest import write_images
 
-from toolkit import label_files
+from toolkit import demo_data, label_files
 
 
 def labelled_source(folder, groups_per_class=12, views=3, classes=("cat", "dog", "owl")):
@@ -141,3 +141,14 @@ def test_group_folds_hold_out_about_the_share():
     assert label_files.group_folds(100, 0.15) == 7
     assert label_files.group_folds(100, 0.5) == 2
     assert label_files.group_folds(3, 0.1) == 3  # never more folds than groups
+
+
+def test_demo_labels_is_digits_lt_in_three_views_split_by_scan(roots, run):
+    code, out, err = run("0_data_split", "--demo-labels", "--source-root", roots.source, "--data-root", roots.data)
+    assert code == 0, err
+    labels = pd.read_csv(roots.source / "digits-labels" / "labels.csv", dtype=str)
+    assert list(labels.columns) == ["path", "label", "scan"]
+    assert labels.groupby("label").size().tolist() == [3 * n for n in demo_data.long_tail_counts()]
+    table = split_of(roots.data, "digits-labels")
+    assert len(table) == len(labels) and (table.groupby("group").size() == 3).all()
+    assert table.groupby("group")["split"].nunique().max() == 1

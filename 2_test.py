@@ -113,12 +113,12 @@ def test(argv=None):
           + (f", classifier tau-normalised with tau {adjusted['tau_norm']:g}" if "tau_norm" in adjusted else ""))
     print(f"top-1 accuracy {scores['acc']:.2f}%   top-5 accuracy {scores['top5acc']:.2f}%")
     print(metrics.format_table(scores))
-    print(metrics.describe_shot_groups(record.class_counts, args.shot_thresholds, record.class_names))
-    metrics.warn_zero_recall(metrics.zero_recall_classes(labels, logits, record.class_names),
-                             f"{checkpoint.name} on the {split.name} split")
     if args.bootstrap:
         print(f"[95% interval: stratified bootstrap over the {cli.counted(len(labels), 'test image')}, "
               f"{cli.counted(args.bootstrap, 'resample')}]")
+    print(metrics.describe_shot_groups(record.class_counts, args.shot_thresholds, record.class_names))
+    metrics.warn_zero_recall(metrics.zero_recall_classes(labels, logits, record.class_names),
+                             f"{checkpoint.name} on the {split.name} split")
     print(f"wrote test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv, reliability.svg, "
           f"{SETTINGS_FILE} into {out_dir}")
     if out_dir != run_dir / post_hoc:

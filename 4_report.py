@@ -74,7 +74,7 @@ def report(argv=None):
 
     if "test_bacc" in table:
         table = table.sort_values("test_bacc", ascending=False, na_position="last")
-    shown = table[[c for c in SHOWN if c in table]]
+    shown = runs.with_empty_groups_said(table[[c for c in SHOWN if c in table]])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep="-"))
 
     by_run = dict(zip(found, summaries))

@@ -59,7 +59,8 @@ def measure(argv=None):
             for threads in args.threads:
                 with tempfile.TemporaryDirectory() as logs:
                     seconds = epoch_seconds(args, model, size, threads, Path(logs))
-                rows.append({"model": f"{get_model.model_name(model)} ({model})", "size": size, "threads": threads, "s/epoch": round(seconds, 1),
+                rows.append({"model": f"{get_model.model_name(model)} ({model})", "size": size, "threads": threads,
+                             "s/epoch": round(seconds, 1),
                              "s per 1000 images": round(1000 * seconds / images, 1)})
                 print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1), flush=True)
     print(f"\n{args.dataset}: {images} training images, batch {args.batchsize}; epoch 2 of 2, training and validation")

@@ -170,10 +170,12 @@ def recipe_row(recipe: Recipe, summaries: list) -> dict:
         for end, value in zip(("mean", "std", "ci_low", "ci_high"), t_interval(values)):
             row[f"{column}_{end}"] = value
     tested = [s for s in summaries if not pd.isna(s.get("test_bacc"))]
-    row["interval"] = RUN_INTERVAL if len(tested) == 1 else SEED_INTERVAL
-    if len(tested) == 1:  # one run has no spread over seeds, but its test has a bootstrap interval
+    one_run = len(tested) == 1 and not pd.isna(tested[0].get("test_bacc_ci_low", math.nan))
+    row["interval"] = RUN_INTERVAL if one_run else SEED_INTERVAL
+    if one_run:  # one run has no spread over seeds, but its test has a bootstrap interval
         for m in METRICS:
-            row[f"{m}_ci_low"], row[f"{m}_ci_high"] = tested[0].get(f"{m}_ci_low"), tested[0].get(f"{m}_ci_high")
+            row[f"{m}_ci_low"] = tested[0].get(f"{m}_ci_low", math.nan)
+            row[f"{m}_ci_high"] = tested[0].get(f"{m}_ci_high", math.nan)
     row["runs_at_zero_recall"] = sum(s.get("test_min_recall") == 0 for s in summaries)
     return row
 

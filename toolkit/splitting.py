@@ -17,6 +17,7 @@ from toolkit.data import SPLITS
 from toolkit.images import class_folders, images_in, is_image, warn_skipped, why_unreadable
 from toolkit.label_files import LABEL_FILE_EXTENSIONS
 
+SPLIT_COLUMNS = ["path", "class", "split"]  # split.csv's, and `group` after them with --group-column
 SPLIT_OUTPUTS = (*SPLITS, "split.csv", "long_tail.csv", ".cache")  # long_tail.csv: toolkit/long_tail.py
 
 
@@ -103,8 +104,8 @@ def write_split(rows, source: Path, target: Path, link: bool, overwrite: bool, s
 def split_table(rows, source: Path, labelled=None) -> pd.DataFrame:
     """split.csv: path (below the source, or as the label file wrote it), class, split (, group)."""
     if labelled is None:
-        return pd.DataFrame([(str(p.relative_to(source)), n, s) for p, n, s in rows], columns=["path", "class", "split"])
-    table = pd.DataFrame([(labelled.written_as[p], n, s) for p, n, s in rows], columns=["path", "class", "split"])
+        return pd.DataFrame([(str(p.relative_to(source)), n, s) for p, n, s in rows], columns=SPLIT_COLUMNS)
+    table = pd.DataFrame([(labelled.written_as[p], n, s) for p, n, s in rows], columns=SPLIT_COLUMNS)
     if labelled.groups is not None:
         table["group"] = [labelled.groups[p] for p, _, _ in rows]
     return table
@@ -122,8 +123,8 @@ def refuse_single_class(kept: list, source: Path, from_label_file=False):
     hint = (f"; {source} holds {label_files[0].name}: if it lists each image's label, split with "
             f"--labels {label_files[0]} (and --path-column, --label-column naming its columns)" if label_files else
             f"; put each class's images in {source}/<class>/, or list them in a CSV and split with --labels FILE")
-    raise UserError(f"{source} would split into {len(kept)} class ({', '.join(map(repr, kept)) or 'none'}); a classifier needs at "
-                    f"least two{hint}")
+    raise UserError(f"{source} would split into {len(kept)} class ({', '.join(map(repr, kept)) or 'none'}); "
+                    f"a classifier needs at least two{hint}")
 
 
 def count_table(rows, class_order) -> pd.DataFrame:

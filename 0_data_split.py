@@ -5,11 +5,13 @@
     python 0_data_split.py --demo --long-tail 100    # every digit, cut to the CIFAR-LT protocol: digits-lt100
     python 0_data_split.py --dataset=skin --long-tail 100   # CIFAR-LT protocol: long-tailed train, balanced valid/test
     python 0_data_split.py --from-torchvision CIFAR10 --root ~/data --dataset cifar10-lt --long-tail 100
+    python 0_data_split.py --labels c_original_dataset/defects/labels.csv --group-column wafer   # labels in a file
+    python 0_data_split.py --demo-labels             # the digits as real sets ship: images/ + labels.csv, by scan
 """
 import sys
 from pathlib import Path
 
-from toolkit import arguments, benchmark_sets, cli, demo_data, long_tail, splitting
+from toolkit import arguments, benchmark_sets, cli, demo_data, label_files, long_tail, splitting
 
 
 def parse_args(argv=None):
@@ -29,12 +31,14 @@ def parse_args(argv=None):
     arguments.add_roots(p, logs=False)
     add_long_tail_options(p)
     add_torchvision_options(p)
+    add_label_file_options(p)
     arguments.add_workers(p, at_least_one=True)
     args = p.parse_args(argv)
     check_long_tail_options(args)
     check_torchvision_options(args, "ratio" in cli.given_options(p, argv))
-    if args.demo == bool(args.dataset):
-        raise cli.UserError("give either --dataset=NAME (a folder in c_original_dataset/) or --demo")
+    check_label_file_options(args, cli.given_options(p, argv))
+    if args.labels is None and args.demo == bool(args.dataset):
+        raise cli.UserError("give either --dataset=NAME (a folder in c_original_dataset/), --labels FILE or --demo")
     train, valid, test = args.ratio
     if train <= 0 or valid <= 0 or test < 0 or abs(sum(args.ratio) - 1) > 1e-6:
         raise cli.UserError(f"--ratio {train:g} {valid:g} {test:g}: train and valid must be > 0, test >= 0, "
@@ -70,6 +74,41 @@ def add_torchvision_options(p):
     p.add_argument("--root", type=Path, metavar="DIR",
                    help="--from-torchvision: the folder given to torchvision as root= "
                         "(it holds e.g. cifar-10-batches-py/)")
+
+
+def add_label_file_options(p):
+    p.add_argument("--labels", type=Path, metavar="FILE",
+                   help="a CSV or TSV file of image paths and labels (paths relative to the file's folder, or "
+                        "absolute); written as a_datasets/<--dataset>/ (default: the file's folder name)")
+    p.add_argument("--path-column", default="path", metavar="COL", help="--labels: the column of paths (default: path)")
+    p.add_argument("--label-column", default="label", metavar="COL",
+                   help="--labels: the column of labels (default: label)")
+    p.add_argument("--group-column", metavar="COL",
+                   help="--labels: images sharing a value of COL (a patient, a wafer, a video) go to one split, "
+                        "stratified by class as far as the groups allow (scikit-learn's StratifiedGroupKFold)")
+    p.add_argument("--demo-labels", action="store_true",
+                   help=f"render the demo digits as real sets ship (images/ and labels.csv, three views of each "
+                        f"scan) and split them by scan as '{demo_data.LABELLED_NAME}'")
+
+
+def check_label_file_options(args, given: set):
+    if args.demo_labels:
+        if args.labels or args.demo:
+            raise cli.UserError("--demo-labels makes its own label file; leave out --labels and --demo")
+        args.labels = demo_data.labelled_file(args.source_root)  # rendered by split(), not while parsing
+        args.group_column = args.group_column or demo_data.GROUP_COLUMN
+        args.dataset = args.dataset or demo_data.LABELLED_NAME
+    if args.labels is None:
+        tuning = [f"--{o.replace('_', '-')}" for o in ("path_column", "label_column", "group_column") if o in given]
+        if tuning:
+            raise cli.UserError(f"{', '.join(tuning)} name columns of a label file; add --labels FILE")
+        return
+    if args.demo or args.from_torchvision:
+        raise cli.UserError("--labels FILE is the source of the split; leave out --demo and --from-torchvision")
+    if args.group_column and args.long_tail is not None:
+        raise cli.UserError("--group-column and --long-tail: the long-tail protocol cuts images, not groups; "
+                            "drop one of them")
+    args.dataset = args.dataset or args.labels.resolve().parent.name
 
 
 TORCHVISION_VALID_SHARE = 0.1
@@ -110,10 +149,11 @@ def split_torchvision(args):
     return 0
 
 
-def split_long_tailed(args, classes, source, target, unreadable):
+def split_long_tailed(args, classes, source, target, unreadable, labelled=None):
     rows, profile, order = long_tail.split_folder(classes, args.ratio, args.long_tail, args.n_max, args.class_order,
                                                   args.seed)
-    splitting.write_split(rows, source, target, args.link, args.overwrite, {long_tail.PROFILE_FILE: profile})
+    splitting.write_split(rows, source, target, args.link, args.overwrite, {long_tail.PROFILE_FILE: profile},
+                          labelled)
     print(long_tail.describe(profile, order))
     left_out = sum(map(len, classes.values())) - len(rows)
     print(f"{len(rows)} images, {len(profile)} classes -> {target}  (imbalance ratio, largest / smallest training "
@@ -141,18 +181,34 @@ def split(argv=None):
     args = parse_args(argv)
     if args.from_torchvision:
         return split_torchvision(args)
-    source, target = demo_source(args) if args.demo else (args.source_root / args.dataset,
-                                                            args.data_root / args.dataset)
-    classes, unreadable = splitting.readable_only(splitting.source_classes(source), args.workers)
+    if args.demo_labels:
+        demo_data.write_labelled(args.source_root)
+    if args.labels:
+        labelled = label_files.read_labels(args.labels, args.path_column, args.label_column, args.group_column)
+        source, target, classes = labelled.base, args.data_root / args.dataset, labelled.classes
+    else:
+        labelled = None
+        source, target = demo_source(args) if args.demo else (args.source_root / args.dataset,
+                                                                args.data_root / args.dataset)
+        classes = splitting.source_classes(source)
+        splitting.refuse_single_class(list(classes), source)  # before every image is decoded
+    classes, unreadable = splitting.readable_only(classes, args.workers)
     if args.long_tail is not None:
-        return split_long_tailed(args, classes, source, target, unreadable)
-    rows, too_small = splitting.assign(classes, args.ratio, args.seed)
+        return split_long_tailed(args, classes, source, target, unreadable, labelled)
+    if labelled and labelled.groups is not None:
+        rows, too_small = label_files.assign_groups(classes, labelled.groups, args.ratio, args.seed), {}
+    else:
+        rows, too_small = splitting.assign(classes, args.ratio, args.seed)
     if not rows:
         raise cli.UserError(f"no class of {source} has enough images to split (each needs one per split)")
-    splitting.write_split(rows, source, target, args.link, args.overwrite)
+    kept = [c for c in classes if c not in too_small]
+    splitting.refuse_single_class(kept, source, from_label_file=labelled is not None)
+    splitting.write_split(rows, source, target, args.link, args.overwrite, labelled=labelled)
 
-    table = splitting.count_table(rows, [c for c in classes if c not in too_small])
+    table = splitting.count_table(rows, kept)
     print(table.to_string())
+    if labelled and labelled.groups is not None:
+        print(label_files.describe_groups(rows, labelled.groups, args.group_column))
     print(f"{len(rows)} images, {len(table)} classes -> {target}  "
           f"(imbalance ratio, largest / smallest training class: {splitting.imbalance_ratio(table['train']):.1f})")
     for name, count in too_small.items():

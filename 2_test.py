@@ -91,6 +91,10 @@ def test(argv=None):
     if args.bootstrap:
         print(f"[95% interval: stratified bootstrap over the {cli.counted(settings['images'], 'test image')}, "
               f"{cli.counted(args.bootstrap, 'resample')}]")
+    record = tested.subject.record
+    print(metrics.describe_shot_groups(record.class_counts, args.shot_thresholds, record.class_names))
+    metrics.warn_zero_recall(metrics.zero_recall_classes(tested.labels, tested.logits, record.class_names),
+                             f"{settings['checkpoint']} on the {settings['split']} split")
     print(f"wrote test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv, reliability.svg, "
           f"{evaluation.SETTINGS_FILE} into {tested.out_dir}")
     if tested.out_dir != tested.canonical_dir:

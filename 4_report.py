@@ -15,7 +15,7 @@ import pandas as pd
 from toolkit import cli, files, plan, plots, recipes, report_page, runs
 
 SHOWN = ["model", "dataset", "objective", "augment", "datetime", "epochs", "best_valid", "test_acc", "test_bacc",
-         "test_macro_f1", "test_gmean", "test_few_shot"]
+         "test_macro_f1", "test_gmean", "test_min_recall", "test_min_recall_class", "test_few_shot"]
 
 
 def parse_args(argv=None):
@@ -74,7 +74,7 @@ def report(argv=None):
 
     if "test_bacc" in table:
         table = table.sort_values("test_bacc", ascending=False, na_position="last")
-    shown = table[[c for c in SHOWN if c in table]]
+    shown = runs.with_empty_groups_said(table[[c for c in SHOWN if c in table]])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep="-"))
 
     by_run = dict(zip(found, summaries))

@@ -123,7 +123,8 @@ def test_non_image_files_are_skipped_with_one_warning(tiny, run):
     with pytest.warns(UserWarning) as warned:
         code, out, err = run("1_train", *train_args(tiny))
     assert code == 0, err
-    assert [str(w.message)[:36] for w in warned] == ["skipped 3 non-image file(s) in " + str(tiny.data)[:5]]
+    assert [str(w.message)[:36] for w in warned if "never predicts" not in str(w.message)] == [
+        "skipped 3 non-image file(s) in " + str(tiny.data)[:5]]  # (the 2-epoch run may leave a class at recall 0)
 
 
 def test_warnings_print_as_one_line():

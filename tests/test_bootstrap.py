@@ -39,7 +39,7 @@ def noisy_case(n=3000, k=10, seed=1):
 def test_all_correct_predictions_give_100_100():
     labels = np.array([0, 0, 0, 1, 1, 2])
     intervals = metrics.bootstrap_intervals(labels, np.eye(3)[labels] * 5, resamples=200)
-    assert intervals == {f"{m}_ci_{end}": 100.0 for m in ("acc", "bacc", "macro_f1") for end in ("low", "high")}
+    assert intervals == {f"{m}_ci_{end}": 100.0 for m in metrics.BOOTSTRAPPED for end in ("low", "high")}
 
 
 @pytest.mark.parametrize("chunk", [None, 7])  # None: one chunk; 7 indices: 2 resamples a chunk
@@ -88,6 +88,9 @@ def test_each_resample_equals_sklearn_on_its_images():
             100 * skm.f1_score(y, p, labels=present, average="macro", zero_division=0))
         scores = metrics.test_metrics(y, logits[indices[r]], np.ones(10))
         assert samples["macro_f1"][r] == pytest.approx(scores["macro_f1"])
+        assert samples["min_recall"][r] == pytest.approx(scores["min_recall"]) == 0.0  # class 9: never predicted
+        assert samples["min_recall"][r] == pytest.approx(
+            100 * skm.recall_score(y, p, labels=present, average=None, zero_division=0).min())
 
 
 def test_an_absent_class_that_is_predicted_counts_as_a_miss_not_a_class():

@@ -68,7 +68,8 @@ def test_bacc_equals_sklearn_balanced_accuracy():
 def test_test_metrics_match_sklearn_over_present_classes():
     got = metrics.test_metrics(LABELS, LOGITS, TRAIN_COUNTS)
     assert list(got) == ["acc", "top5acc", "bacc", "macro_precision", "macro_recall", "macro_f1", "weighted_f1",
-                         "gmean", "mauc", "ece", "nll", "many_shot", "medium_shot", "few_shot"]
+                         "gmean", "min_recall", "min_recall_class", "mauc", "ece", "nll", "many_shot", "medium_shot",
+                         "few_shot"]
     macro_on_present = dict(labels=PRESENT, average="macro", zero_division=0)
     assert got["acc"] == pytest.approx(100 * skm.accuracy_score(LABELS, PREDS))
     assert got["top5acc"] == 100.0
@@ -80,6 +81,19 @@ def test_test_metrics_match_sklearn_over_present_classes():
     assert got["weighted_f1"] == pytest.approx(100 * weighted_f1)
     assert got["nll"] == pytest.approx(skm.log_loss(LABELS, probabilities(LOGITS), labels=range(4)))
     assert got["gmean"] == 0.0  # class 2 has recall 0
+
+
+def test_min_recall_names_the_worst_class_by_hand():
+    # recalls 80, 75, 0 (class 2 never predicted right); class 3 is absent from the labels, not a 0
+    got = metrics.test_metrics(LABELS, LOGITS, TRAIN_COUNTS, class_names=["cat", "dog", "owl", "eel"])
+    assert got["min_recall"] == 0.0 and got["min_recall_class"] == "owl"
+    got = metrics.test_metrics(LABELS[:9], LOGITS[:9], TRAIN_COUNTS)  # classes 0 (80) and 1 (75)
+    assert got["min_recall"] == pytest.approx(75.0) and got["min_recall_class"] == 1
+    assert metrics.zero_recall_classes(LABELS, LOGITS, ["cat", "dog", "owl", "eel"]) == ["owl"]
+    assert metrics.zero_recall_classes(LABELS[:9], LOGITS[:9]) == []
+    line = metrics.zero_recall_warning(["owl"], "the best checkpoint (epoch 3) on the valid split")
+    assert line.startswith("the best checkpoint (epoch 3) on the valid split never predicts class 'owl'")
+    assert metrics.zero_recall_warning([], "x") is None
 
 
 def test_mauc_is_the_mean_of_one_vs_rest_auc_over_present_classes():
@@ -205,3 +219,15 @@ def test_per_class_is_sorted_head_to_tail_and_keeps_absent_classes():
 
 def test_head_to_tail_order_is_stable():
     assert metrics.head_to_tail_order([5, 50, 5, 20, 50]) == [1, 4, 3, 0, 2]
+
+
+def test_shot_groups_are_described_with_their_thresholds_and_empty_said():
+    text = metrics.describe_shot_groups(TRAIN_COUNTS, (100, 20), ["cat", "dog", "owl", "eel"])
+    assert text.splitlines()[0] == ("shot groups by training images (--shot-thresholds 100 20): many (> 100): cat; "
+                                    "medium (20-100): dog, owl; few (< 20): eel")
+    assert "\n" not in text  # no group empty, no note
+    text = metrics.describe_shot_groups(TRAIN_COUNTS, (1000, 600), ["cat", "dog", "owl", "eel"])
+    assert "many (> 1000): empty; medium (600-1000): empty; few (< 600): cat, dog, owl, eel" in text
+    assert "pick --shot-thresholds" in text.splitlines()[1]
+    shown = metrics.format_table(metrics.test_metrics(LABELS, LOGITS, TRAIN_COUNTS, shot_thresholds=(50, 30)))
+    assert "medium_shot          empty" in shown and "min_recall_class         2" in shown

@@ -115,6 +115,40 @@ def test_the_neutral_keys_are_options_of_1_train():
 
 # ---------------------------------------------------------------- numbers
 
+def with_test_numbers(run_dir, **numbers):
+    """The run's test_metrics.csv with more columns (2_test.py's intervals, min_recall)."""
+    scores = pd.read_csv(run_dir / "test_metrics.csv")
+    scores.assign(**numbers).to_csv(run_dir / "test_metrics.csv", index=False)
+
+
+def test_a_one_run_recipe_shows_its_bootstrap_interval_labelled_as_such(tmp_path):
+    with_test_numbers(fake_run(tmp_path, objective="CCE", bacc=70.0), bacc_ci_low=61.5, bacc_ci_high=78.25,
+                      min_recall=50.0, min_recall_ci_low=0.0, min_recall_ci_high=100.0, min_recall_class="gamma")
+    for seed, bacc in enumerate([80.0, 82.0, 84.0]):
+        with_test_numbers(fake_run(tmp_path, seed=seed, bacc=bacc), bacc_ci_low=1.0, bacc_ci_high=2.0,
+                          min_recall=[10.0, 0.0, 20.0][seed])
+    found = grouped(tmp_path)
+    table = recipes.recipes_table(found, summaries_of(found)).set_index("objective")
+    cce, erm = table.loc["CCE"], table.loc["ERM"]
+    assert (cce["test_bacc_mean"], cce["test_bacc_ci_low"], cce["test_bacc_ci_high"]) == (70.0, 61.5, 78.25)
+    assert cce["interval"] == recipes.RUN_INTERVAL and erm["interval"] == recipes.SEED_INTERVAL
+    half = stats.t.ppf(0.975, 2) * 2.0 / math.sqrt(3)  # three seeds: the t interval, not any run's bootstrap
+    assert (erm["test_bacc_ci_low"], erm["test_bacc_ci_high"]) == pytest.approx((82 - half, 82 + half))
+    assert erm["test_min_recall_mean"] == pytest.approx(10.0) and erm["runs_at_zero_recall"] == 1
+    assert cce["runs_at_zero_recall"] == 0
+    text = recipes.format_recipes(table.reset_index()).splitlines()
+    erm_line, cce_line = text[1], text[2]
+    assert "[61.50, 78.25]" in cce_line and cce_line.rstrip().endswith(recipes.RUN_INTERVAL)
+    assert "70.00 [61.50, 78.25]" in cce_line  # not [-, -]: this test wrote no interval of acc, macro F1
+    assert "10.00 [" in erm_line and "] !" in erm_line and "] !" not in cce_line
+    assert any(line.startswith("! a class at 0 test recall") for line in text)
+    from toolkit import report_page
+    page = report_page.recipes_html(table.reset_index(), False, False)
+    assert ">seed list</th>" in page and ">test min recall</th>" in page and ">seeds</th>" not in page
+    assert ">0, 1, 2</td>" in page and ">0 (interval: bootstrap of the run)</td>" in page
+    assert "[61.50, 78.25]" in page and "10.00 [" in page and "(a class at 0 in some seed)" in page
+
+
 def test_mean_std_and_student_t_interval_over_seeds(tmp_path):
     for seed, bacc in enumerate([80.0, 82.0, 84.0]):
         fake_run(tmp_path, seed=seed, bacc=bacc)

@@ -117,6 +117,9 @@ def test_demo_is_long_tailed_digits(roots, run):
     image = Image.open(next((source / "9").glob("*.png")))
     assert image.mode == "RGB" and image.size == (32, 32)
     assert (roots.data / "digits-lt" / "test" / "9").is_dir()
+    # the class-folder split is the one it always was: split.csv as the toolkit wrote it before --labels existed
+    assert hashlib.sha1((roots.data / "digits-lt" / "split.csv").read_bytes()).hexdigest() == \
+        "4c6087ad15d1216ee1aa7211f5b21f376363ff39"
     # a second --demo reuses the rendered images and needs --overwrite for the split
     assert run("0_data_split", "--demo", "--source-root", roots.source, "--data-root", roots.data)[0] == 2
 

@@ -218,7 +218,7 @@ def write_test(out_dir: Path, subject: Subject, settings: dict, labels, logits) 
     logits, set as `settings` says; returns the scores of test_metrics.csv."""
     record, split = subject.record, subject.split
     names, counts = record.class_names, record.class_counts
-    scores = metrics.test_metrics(labels, logits, counts, tuple(settings["shot_thresholds"]))
+    scores = metrics.test_metrics(labels, logits, counts, tuple(settings["shot_thresholds"]), class_names=names)
     if settings["bootstrap"]:
         scores = metrics.with_intervals(scores, metrics.bootstrap_intervals(labels, logits, settings["bootstrap"]))
     adjusted = {key: settings[key] for key in POST_HOC_COLUMNS if key in settings}

@@ -5,6 +5,7 @@ number of classes in the dataset (it may exceed the classes present in `labels`)
 percent (0-100) and rounded nowhere; `loss` and `nll` are in nats.
 """
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -89,7 +90,7 @@ def epoch_metrics(labels, logits) -> dict:
     }
 
 
-def test_metrics(labels, logits, train_counts, shot_thresholds=(100, 20), n_bins=15) -> dict:
+def test_metrics(labels, logits, train_counts, shot_thresholds=(100, 20), n_bins=15, class_names=None) -> dict:
     """Every test-split number, insertion-ordered; rates in %, nll in nats.
 
     Class-averaged metrics (macro_*, weighted_f1, bacc, gmean, mauc) are taken over the classes
@@ -97,6 +98,8 @@ def test_metrics(labels, logits, train_counts, shot_thresholds=(100, 20), n_bins
     it as 0 would punish a model for the split, not for its predictions. A prediction of an absent
     class is still a miss of its true class (it lowers that class's recall).
     gmean is 0 when any present class has recall 0; mauc is NaN with fewer than 2 classes present.
+    min_recall is the worst present class's recall, min_recall_class that class (its name from
+    `class_names`, else its index; the first of a tie): the number an average hides.
     Shot groups by train count with (hi, lo) = shot_thresholds: many > hi >= medium >= lo > few;
     each is the mean test recall of its present classes, NaN when it has none.
     """
@@ -117,6 +120,8 @@ def test_metrics(labels, logits, train_counts, shot_thresholds=(100, 20), n_bins
         "macro_f1": 100.0 * f1,
         "weighted_f1": 100.0 * skm.f1_score(labels, preds, labels=present, average="weighted", zero_division=0),
         "gmean": _geometric_mean(recalls),
+        "min_recall": float(recalls.min()),
+        "min_recall_class": _name(present[recalls.argmin()], class_names),
         "mauc": math.nan if len(present) < 2 else float(np.mean(auc)),
         "ece": expected_calibration_error(reliability_bins(labels, logits, n_bins)),
         "nll": _cross_entropy(labels, logits),
@@ -127,6 +132,36 @@ def test_metrics(labels, logits, train_counts, shot_thresholds=(100, 20), n_bins
 test_metrics.__test__ = False  # not a pytest test, despite the name
 
 
+def _name(index, class_names):
+    return class_names[int(index)] if class_names is not None else int(index)
+
+
+def zero_recall_classes(labels, logits, class_names=None) -> list:
+    """The classes present in `labels` that are never predicted right (recall 0), by name (or
+    index): a checkpoint that leaves one is degenerate however good its average."""
+    labels, logits = _as_numpy(labels, logits)
+    present = np.unique(labels)
+    recalls = _recalls(labels, logits.argmax(axis=1), present)
+    return [_name(c, class_names) for c in present[recalls == 0]]
+
+
+def warn_zero_recall(classes: list, where: str):
+    """One `warning:` line (through the warnings module, as cli.run_main prints it) when `classes`,
+    from zero_recall_classes, is not empty."""
+    message = zero_recall_warning(classes, where)
+    if message:
+        warnings.warn(message, stacklevel=2)
+
+
+def zero_recall_warning(classes: list, where: str) -> str | None:
+    """What says that a checkpoint never predicts some class right, or None."""
+    if not classes:
+        return None
+    return (f"{where} never predicts class{'es' if len(classes) > 1 else ''} "
+            f"{', '.join(repr(str(c)) for c in classes)} right (recall 0): its averages hide a class it does not "
+            f"recognise; try a rebalancing objective (--objective LA or LDAM-DRW) or --sampler class")
+
+
 def _shot_groups(recalls, counts, hi, lo) -> dict:
     """Mean recall of the many (> hi), medium (hi >= count >= lo) and few (< lo) shot classes."""
     return {
@@ -134,6 +169,29 @@ def _shot_groups(recalls, counts, hi, lo) -> dict:
         "medium_shot": _mean_or_nan(recalls[(counts <= hi) & (counts >= lo)]),
         "few_shot": _mean_or_nan(recalls[counts < lo]),
     }
+
+
+SHOT_GROUPS = ("many_shot", "medium_shot", "few_shot")
+
+
+def describe_shot_groups(train_counts, shot_thresholds, class_names, listed=6) -> str:
+    """Which classes each shot group holds under the thresholds in use, an empty group said as
+    such: fixed thresholds (100, 20) fit CIFAR-LT, not every dataset."""
+    hi, lo = shot_thresholds
+    counts = _to_numpy(train_counts).reshape(-1)
+    members = {f"many (> {hi})": counts > hi, f"medium ({lo}-{hi})": (counts <= hi) & (counts >= lo),
+               f"few (< {lo})": counts < lo}
+
+    def named(mask):
+        names = [str(class_names[i]) for i in np.flatnonzero(mask)]
+        return "empty" if not names else ", ".join(names[:listed]) + (f" +{len(names) - listed}" if
+                                                                         len(names) > listed else "")
+    text = (f"shot groups by training images (--shot-thresholds {hi} {lo}): "
+            + "; ".join(f"{group}: {named(mask)}" for group, mask in members.items()))
+    if not all(mask.any() for mask in members.values()):
+        text += ("\n(an empty group has no recall to average; to compare groups, pick --shot-thresholds that cut "
+                 "your classes' training counts into head, middle and tail: see the README)")
+    return text
 
 
 def per_class(labels, logits, class_names, train_counts) -> pd.DataFrame:
@@ -227,7 +285,7 @@ def prediction_rows(paths, logits, class_names, labels=None, top_k=5) -> list[di
 
 
 def format_table(scores: dict) -> str:
-    """The metrics as two aligned columns; NaN (an empty group) prints as '-'. A metric with
+    """The metrics as two aligned columns; NaN prints as '-', an empty shot group as 'empty'. A metric with
     `<name>_ci_low` and `<name>_ci_high` in `scores` prints as `82.56 [74.10, 90.20]`; other values
     that are not numbers (a tau chosen on the validation split, say) print as they are."""
     shown = {name: value for name, value in scores.items()
@@ -235,17 +293,19 @@ def format_table(scores: dict) -> str:
     width = max(len(name) for name in shown)
 
     def cell(name, value):
-        if not isinstance(value, (int, float)):
+        if not isinstance(value, float):  # a class name or index, a tau as it was given
             return f"{value:>8}"
         if f"{name}_ci_low" in scores:
             return f"{value:8.2f} [{format_value(scores[name + '_ci_low'])}, {format_value(scores[name + '_ci_high'])}]"
-        return f"{'-':>8}" if math.isnan(value) else f"{value:8.2f}"
+        if math.isnan(value):
+            return f"{'empty' if name in SHOT_GROUPS else '-':>8}"
+        return f"{value:8.2f}"
     return "\n".join(f"{name:<{width}}  {cell(name, value)}" for name, value in shown.items())
 
 
 # ---------------------------------------------------------------- uncertainty and post-hoc adjustment
 
-BOOTSTRAPPED = ("acc", "bacc", "macro_f1")
+BOOTSTRAPPED = ("acc", "bacc", "macro_f1", "min_recall")
 # the resamples are processed in chunks of about this many drawn indices (bounded memory on big test sets)
 _BOOTSTRAP_CHUNK = 4_000_000
 
@@ -268,7 +328,7 @@ def _per_class_counts(classes, indices, num_classes, weights=None) -> np.ndarray
 
 
 def bootstrap_samples(labels, logits, resamples=1000, seed=0) -> dict:
-    """acc, bacc and macro_f1 (%) of `resamples` stratified bootstrap resamples of the test images:
+    """acc, bacc, macro_f1 and min_recall (%) of `resamples` stratified bootstrap resamples of the test images:
     {metric: array (resamples,)}. The definitions are those of test_metrics: bacc and macro_f1 average
     over the classes present in the labels (the same classes in every resample, as each keeps its
     support), a prediction of an absent class still counts as a miss of its true class."""
@@ -289,11 +349,12 @@ def bootstrap_samples(labels, logits, resamples=1000, seed=0) -> dict:
         found["bacc"].append(100.0 * (hits / support).mean(axis=1))
         # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (support + predicted); support > 0 for a present class
         found["macro_f1"].append(100.0 * (2 * hits / (support + predicted)).mean(axis=1))
+        found["min_recall"].append(100.0 * (hits / support).min(axis=1))
     return {name: np.concatenate(parts) for name, parts in found.items()}
 
 
 def bootstrap_intervals(labels, logits, resamples=1000, seed=0, confidence=0.95) -> dict:
-    """Percentile bootstrap intervals (%) of acc, bacc and macro_f1 over the test images, stratified
+    """Percentile bootstrap intervals (%) of acc, bacc, macro_f1 and min_recall over the test images, stratified
     by class and seeded: {"acc_ci_low", "acc_ci_high", "bacc_ci_low", ...}. The interval says how
     much the number would move on another test split of the same size and class supports; it says
     nothing about the variation between training runs (seeds: see recipes.py)."""

@@ -29,7 +29,8 @@ from toolkit.cli import UserError
 # of the data is another experiment), and any key this module does not know.
 NEUTRAL = frozenset({o.dest for o in plan.OPTIONS if not o.recipe} | {
     "device_used", "precision_used", "versions", "model_name", "mean", "std", "cosine_scale"})
-METRICS = ("test_acc", "test_bacc", "test_macro_f1")
+METRICS = ("test_acc", "test_bacc", "test_macro_f1", "test_min_recall")
+SEED_INTERVAL, RUN_INTERVAL = "t over seeds", "bootstrap of 1 run"  # recipes.csv's `interval` column
 CONFIDENCE = 0.95
 
 
@@ -164,6 +165,14 @@ def recipe_row(recipe: Recipe, summaries: list) -> dict:
                            (f"best_valid_{monitor}", [s.get("best_valid") for s in summaries])]:
         for end, value in zip(("mean", "std", "ci_low", "ci_high"), t_interval(values)):
             row[f"{column}_{end}"] = value
+    tested = [s for s in summaries if not pd.isna(s.get("test_bacc"))]
+    one_run = len(tested) == 1 and not pd.isna(tested[0].get("test_bacc_ci_low", math.nan))
+    row["interval"] = RUN_INTERVAL if one_run else SEED_INTERVAL
+    if one_run:  # one run has no spread over seeds, but its test has a bootstrap interval
+        for m in METRICS:
+            row[f"{m}_ci_low"] = tested[0].get(f"{m}_ci_low", math.nan)
+            row[f"{m}_ci_high"] = tested[0].get(f"{m}_ci_high", math.nan)
+    row["runs_at_zero_recall"] = sum(s.get("test_min_recall") == 0 for s in summaries)
     return row
 
 
@@ -268,9 +277,11 @@ def format_recipes(table: pd.DataFrame) -> str:
     for _, row in table.sort_values("test_bacc_mean", ascending=False, na_position="last", kind="stable").iterrows():
         runs_text = str(row["runs"]) if row["tested"] == row["runs"] else f"{row['runs']} ({row['tested']} tested)"
         line = {"recipe": row["recipe"], "runs": runs_text, "seeds": str(row["seeds"])}
-        for metric in ("test_bacc", "test_acc", "test_macro_f1"):  # the sorting one first
-            line[metric.replace("test_", "test ")] = format_value(row[f"{metric}_mean"], row[f"{metric}_ci_low"],
-                                                                  row[f"{metric}_ci_high"])
+        for metric in ("test_bacc", "test_acc", "test_macro_f1", "test_min_recall"):  # the sorting one first
+            line[metric.replace("test_", "test ").replace("_", " ")] = format_value(
+                row[f"{metric}_mean"], row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high"))
+        line["test min recall"] += " !" if row.get("runs_at_zero_recall", 0) else ""
+        line["interval"] = row.get("interval", SEED_INTERVAL)
         if compared:
             if row.get("baseline") is True:
                 line.update({"bacc diff vs baseline": "baseline", "p": "", "": ""})
@@ -288,7 +299,11 @@ def format_recipes(table: pd.DataFrame) -> str:
     width = max([len("recipe")] + [len(line["recipe"]) for line in rows])
     frame["recipe"] = frame["recipe"].str.ljust(width)
     text = frame.to_string(index=False, justify="left")
-    notes = ["recipes: mean over the seeds [95% Student-t interval]"]
+    notes = ["recipes: mean over the seeds [95% Student-t interval]; a recipe of one tested run: that run's number "
+             "[its 95% bootstrap interval over the test images] (interval: bootstrap of 1 run); min recall: the worst "
+             "class's test recall"]
+    if (table.get("runs_at_zero_recall", pd.Series(dtype=int)) > 0).any():
+        notes.append("! a class at 0 test recall (never predicted right) in at least one seed of the recipe")
     if compared:
         notes.append("bacc diff: recipe - baseline, paired on matched seeds [95% interval], p: paired t-test; "
                      "* the interval excludes 0")

@@ -13,7 +13,7 @@ import pandas as pd
 from toolkit import metrics, plots, recipes, runs
 from toolkit.files import write_atomically
 
-SHOWN_METRICS = ("test_bacc", "test_acc", "test_macro_f1")  # the table's order: sorted by the first
+SHOWN_METRICS = ("test_bacc", "test_acc", "test_macro_f1", "test_min_recall")  # the table's order: sorted by the first
 STYLE = """
 * { box-sizing: border-box; }
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
@@ -62,11 +62,17 @@ def _p_text(p) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _seed_list(seeds) -> str:
+    """'0, 1, 2': the seeds as the list they are (a lone '0' under "seeds" reads as a count)."""
+    return ", ".join(str(seeds).split()) or "-"
+
+
 def _seeds_cell(row) -> str:
     seeds = str(row["seeds"])
     extra = [] if row["runs"] == len(seeds.split()) else [f"{row['runs']} runs"]
     extra += [] if row["tested"] == row["runs"] else [f"{row['tested']} tested"]
-    return seeds + (f" ({', '.join(extra)})" if extra else "")
+    extra += ["interval: bootstrap of the run"] if row.get("interval") == recipes.RUN_INTERVAL else []
+    return _seed_list(seeds) + (f" ({', '.join(extra)})" if extra else "")
 
 
 def recipes_html(table: pd.DataFrame, several_models: bool, several_datasets: bool, baseline=None) -> str:
@@ -74,9 +80,9 @@ def recipes_html(table: pd.DataFrame, several_models: bool, several_datasets: bo
     compared = "bacc_diff_mean" in table
     heads = (["model"] if several_models else []) + (["dataset"] if several_datasets else [])
     names = len(heads) + 1
-    heads += ["recipe", "seeds", "test bacc", "test acc", "test macro F1", "best valid"]
+    heads += ["recipe", "seed list", "test bacc", "test acc", "test macro F1", "test min recall", "best valid"]
     if compared:
-        heads += [f"&Delta;bacc vs {html.escape(str(baseline or 'baseline'))}", "p (Holm)", "paired seeds"]
+        heads += [f"&Delta;bacc vs {html.escape(str(baseline or 'baseline'))}", "p (Holm)", "paired seed list"]
     out = ["<table>", "<tr>" + "".join(f'<th class="{"name" if i < names else ""}">{h}</th>'
                                        for i, h in enumerate(heads)) + "</tr>"]
     for _, row in sort_by_bacc(table).iterrows():
@@ -89,8 +95,9 @@ def recipes_html(table: pd.DataFrame, several_models: bool, several_datasets: bo
                         if c.startswith("best_valid_") and c.endswith("_mean") and not pd.isna(row[c])), None)
         cells = ([row["model"]] if several_models else []) + ([row["dataset"]] if several_datasets else [])
         cells += [row["recipe"], _seeds_cell(row)]
-        cells += [metrics.format_value(row[f"{m}_mean"], row[f"{m}_ci_low"], row[f"{m}_ci_high"])
+        cells += [metrics.format_value(row[f"{m}_mean"], row.get(f"{m}_ci_low"), row.get(f"{m}_ci_high"))
                   for m in SHOWN_METRICS]
+        cells[-1] += " (a class at 0 in some seed)" if row.get("runs_at_zero_recall", 0) else ""
         cells.append(f"{monitor} {metrics.format_value(row[f'best_valid_{monitor}_mean'])}" if monitor else "-")
         if compared:
             if kind == "baseline":
@@ -98,13 +105,15 @@ def recipes_html(table: pd.DataFrame, several_models: bool, several_datasets: bo
             else:
                 cells += [metrics.format_value(row["bacc_diff_mean"], row["bacc_diff_ci_low"], row["bacc_diff_ci_high"]),
                           f"{_p_text(row['p_value'])} ({_p_text(row['p_holm'])})",
-                          str(row["matched_seeds"]) or "-"]
+                          _seed_list(row["matched_seeds"])]
         text = [f'<td class="{"name" if i < names else ""}">{html.escape(str(value))}</td>'
                 for i, value in enumerate(cells)]
         out.append(f'<tr class="{kind}">' + "".join(text) + "</tr>")
     out.append("</table>")
-    out.append('<p class="note">Mean over the seeds [95% Student-t interval]; best valid: the mean of each '
-               "run's best validation value of the metric that picked its checkpoint."
+    out.append('<p class="note">Mean over the seeds [95% Student-t interval]; a recipe of one tested run shows that '
+               "run's number [its 95% bootstrap interval over the test images]. Test min recall: the worst class's "
+               "recall. Best valid: the mean of each run's best validation value of the metric that picked its "
+               "checkpoint."
                + (" &Delta;bacc: recipe minus baseline, seed by seed, [95% interval]; p: paired t-test "
                   "(Holm-adjusted in brackets). Green: the interval lies above 0; red: below."
                   if compared else "") + "</p>")

@@ -240,6 +240,17 @@ def read_log(run_dir: Path, split: str) -> pd.DataFrame:
     return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=LOG_COLUMNS)
 
 
+def with_empty_groups_said(table: pd.DataFrame) -> pd.DataFrame:
+    """The summary with a tested run's empty shot group (NaN: no class in it) shown as 'empty',
+    not as the '-' of an untested run."""
+    table = table.copy()
+    tested = table["test_bacc"].notna() if "test_bacc" in table else pd.Series(False, index=table.index)
+    for column in ("test_many_shot", "test_medium_shot", "test_few_shot"):
+        if column in table:
+            table[column] = table[column].astype(object).where(table[column].notna() | ~tested, "empty")
+    return table
+
+
 def run_summary(run_dir: Path) -> dict:
     """One row of 4_report's summary: what ran, its best validation epoch, its test metrics (for a
     post-hoc result folder, the run's training and the folder's test metrics)."""

@@ -15,7 +15,9 @@ from toolkit import files
 from toolkit.cli import UserError
 from toolkit.data import SPLITS
 from toolkit.images import class_folders, images_in, is_image, warn_skipped, why_unreadable
+from toolkit.label_files import LABEL_FILE_EXTENSIONS
 
+SPLIT_COLUMNS = ["path", "class", "split"]  # split.csv's, and `group` after them with --group-column
 SPLIT_OUTPUTS = (*SPLITS, "split.csv", "long_tail.csv", ".cache")  # long_tail.csv: toolkit/long_tail.py
 
 
@@ -77,25 +79,52 @@ def assign(classes: dict, ratios, seed: int) -> tuple:
     return rows, too_small
 
 
-def write_split(rows, source: Path, target: Path, link: bool, overwrite: bool, side_files=None):
+def write_split(rows, source: Path, target: Path, link: bool, overwrite: bool, side_files=None, labelled=None):
     """Copy (or symlink) every assigned image to target/<split>/<class>/, replacing it atomically;
-    side_files (file name -> DataFrame, e.g. the long-tail profile) are written beside split.csv."""
+    side_files (file name -> DataFrame, e.g. the long-tail profile) are written beside split.csv.
+    `labelled` (a label_files.LabelledImages, source its base folder): each image keeps its path
+    below the base in its class folder, split.csv its path as the label file wrote it and its group."""
     existing = [target / name for name in SPLIT_OUTPUTS if (target / name).exists()]
     if existing and not overwrite:
         raise UserError(f"{target} already holds a split; pass --overwrite to replace it")
     with files.folder_written_whole(target, "the split", replaces=existing) as staging:
         for path, name, split in rows:
-            destination = staging / split / name / path.relative_to(source / name)
+            destination = staging / split / name / path.relative_to(source if labelled else source / name)
             destination.parent.mkdir(parents=True, exist_ok=True)
             if link:
                 destination.symlink_to(path.resolve())
             else:
                 shutil.copy2(path, destination)
-        table = pd.DataFrame([(str(p.relative_to(source)), n, s) for p, n, s in rows],
-                             columns=["path", "class", "split"])
+        table = split_table(rows, source, labelled)
         table.to_csv(staging / "split.csv", index=False)
         for name, frame in (side_files or {}).items():
             frame.to_csv(staging / name, index=False)
+
+
+def split_table(rows, source: Path, labelled=None) -> pd.DataFrame:
+    """split.csv: path (below the source, or as the label file wrote it), class, split (, group)."""
+    if labelled is None:
+        return pd.DataFrame([(str(p.relative_to(source)), n, s) for p, n, s in rows], columns=SPLIT_COLUMNS)
+    table = pd.DataFrame([(labelled.written_as[p], n, s) for p, n, s in rows], columns=SPLIT_COLUMNS)
+    if labelled.groups is not None:
+        table["group"] = [labelled.groups[p] for p, _, _ in rows]
+    return table
+
+
+def refuse_single_class(kept: list, source: Path, from_label_file=False):
+    """A split of fewer than two classes is no dataset; a label file in the source folder is most
+    likely where the labels are."""
+    if len(kept) >= 2:
+        return
+    if from_label_file:
+        raise UserError(f"only {len(kept)} class of the label file has enough images to split ({', '.join(kept)}); "
+                        f"each class needs one image per split, a classifier at least two classes")
+    label_files = sorted(p for p in source.glob("*") if p.suffix.lower() in LABEL_FILE_EXTENSIONS and p.is_file())
+    hint = (f"; {source} holds {label_files[0].name}: if it lists each image's label, split with "
+            f"--labels {label_files[0]} (and --path-column, --label-column naming its columns)" if label_files else
+            f"; put each class's images in {source}/<class>/, or list them in a CSV and split with --labels FILE")
+    raise UserError(f"{source} would split into {len(kept)} class ({', '.join(map(repr, kept)) or 'none'}); "
+                    f"a classifier needs at least two{hint}")
 
 
 def count_table(rows, class_order) -> pd.DataFrame:

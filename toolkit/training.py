@@ -241,20 +241,25 @@ class Trainer:
         """Train until --epochs, an early stop or a stop signal; returns the best {value, epoch} and
         the exit code (0, or 130/143 when Ctrl-C or SIGTERM stopped it)."""
         args, distributed = self.args, self.setup.engine.distributed
+        timed = []  # seconds of the epochs run in this process: the time left is their mean times the epochs left
         with StopSignals() as stop:
             while position.epoch < args.epochs and not distributed.agree(stop.requested, 0):
                 started = time.monotonic()
                 train_row = self.train_epoch(position, stop.requested)
                 if train_row is None:  # stopped mid-epoch: saved exactly where
                     break
-                valid_row = self.validate(position.epoch, train_row["lr"])
+                valid_row, unpredicted = self.validate(position.epoch, train_row["lr"])
                 improved = valid_row[args.monitor] > position.best["value"]
                 if improved:
-                    position.best = {"value": valid_row[args.monitor], "epoch": position.epoch + 1}
+                    position.best = {"value": valid_row[args.monitor], "epoch": position.epoch + 1,
+                                     "unpredicted": unpredicted}
                 position.epoch += 1
+                timed.append(time.monotonic() - started)
+                train_row["seconds"] = timed[-1]
                 if self.log:
                     self.record_epoch(position, train_row, valid_row, improved)
-                    print(summary_line(train_row, valid_row, args.epochs, time.monotonic() - started, improved))
+                    left = sum(timed) / len(timed) * (args.epochs - position.epoch)
+                    print(summary_line(train_row, valid_row, args.epochs, timed[-1], improved, left))
                 if args.early_stop and position.epoch - position.best["epoch"] >= args.early_stop:
                     if self.log:
                         print(f"early stop: valid {args.monitor} has not improved for "
@@ -293,10 +298,12 @@ class Trainer:
         plain = unaugmented(self.setup.train, self.args.height, self.args.width)
         return self.setup.engine.predict(plain, self.args.batchsize, self.progress, desc="score training images")[1]
 
-    def validate(self, epoch: int, lr: float) -> dict:
+    def validate(self, epoch: int, lr: float) -> tuple:
+        """(valid.csv's row, the classes the model never predicts right on the valid split)."""
         labels, logits = self.setup.engine.predict(self.setup.valid, self.args.batchsize, self.progress,
                                                    desc="validate")
-        return {"epoch": epoch + 1, **metrics.epoch_metrics(labels, logits), "lr": lr}
+        return ({"epoch": epoch + 1, **metrics.epoch_metrics(labels, logits), "lr": lr},
+                metrics.zero_recall_classes(labels, logits, self.setup.record.class_names))
 
     def record_epoch(self, position: Position, train_row, valid_row, improved):
         """Logs and the best checkpoint when it improved, after an epoch; last.pth and curves.svg
@@ -312,11 +319,27 @@ class Trainer:
             plots.training_curves(*self.log.frames(), self.run_dir / "curves.svg", monitor=self.args.monitor)
 
 
-def summary_line(train_row, valid_row, epochs, seconds, improved) -> str:
+def summary_line(train_row, valid_row, epochs, seconds, improved, left) -> str:
     return (f"epoch {train_row['epoch']:>3}/{epochs}  train loss {train_row['loss']:.4f} acc {train_row['acc']:6.2f}"
             f"  | valid loss {valid_row['loss']:.4f} acc {valid_row['acc']:6.2f} top5 {valid_row['top5acc']:6.2f}"
             f" bacc {valid_row['bacc']:6.2f} f1 {valid_row['macro_f1']:6.2f}  | lr {train_row['lr']:.4g}"
-            f"  {seconds:5.1f}s{'  *' if improved else ''}")
+            f"  {seconds:5.1f}s{' *' if improved else '  '}  left {duration(left)}")
+
+
+def duration(seconds: float) -> str:
+    """'45s', '12m05s', '3h20m': a time left as a person reads it."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def warn_degenerate_best(best: dict):
+    """One warning line when the best checkpoint never predicts a class of the valid split right."""
+    metrics.warn_zero_recall(best.get("unpredicted") or [],
+                             f"the best checkpoint (epoch {best['epoch']}) on the valid split")
 
 
 # ---------------------------------------------------------------- one run, as 1_train.py runs it
@@ -354,10 +377,12 @@ def train_on(args, distributed, device, after_epoch=None) -> Trained:
     record = setup.record
 
     if args.dry_run:
+        estimate = estimated_run(args, setup)
         if main_process:
             print(f"dry run: {len(setup.train)} training and {counted(len(setup.valid), 'validation image')} of "
                   f"{len(record.class_names)} classes read, {record.model_name} and {args.objective} built; "
                   f"nothing was trained or written")
+            print(estimate)
         return Trained(0)
 
     run_dir, position, say = open_run(args, setup, main_process)
@@ -386,8 +411,32 @@ def train_on(args, distributed, device, after_epoch=None) -> Trained:
         print(f"stopped; to continue: python 1_train.py --resume {shown_path(run_dir)}")
         return Trained(exit_code, run_dir, best)
     print(f"best valid {args.monitor} {best['value']:.2f} at epoch {best['epoch']}")
+    warn_degenerate_best(best)
     print(f"run directory: {run_dir}")
     return Trained(0, run_dir, best)
+
+
+VALIDATION_SHARE = 1 / 3  # a validation image costs about a third of a training one: a forward pass, no backward
+
+
+def estimated_run(args, setup: Setup) -> str:
+    """The whole run's time from one timed training batch (after an untimed one, which pays for
+    allocations and autotuning): the line --dry-run prints. Validation is counted as a third of a
+    training image; the first epoch's decoding and augmentation of a stream are not counted."""
+    run, generator = setup.engine, torch.Generator().manual_seed(args.seed)
+    size = min(args.batchsize, len(setup.train))
+    order = torch.randperm(len(setup.train), generator=generator)[:size]
+    seconds = []
+    for _ in range(2):
+        started = time.monotonic()
+        run.train_epoch(setup.train, order, size, sampling.epoch_generator(args.seed, 0, run.device), 0, args.epochs,
+                        progress=False)
+        seconds.append(time.monotonic() - started)
+    per_image = seconds[-1] / size
+    epoch = per_image * (len(setup.train) + VALIDATION_SHARE * len(setup.valid))
+    return (f"time: one training batch of {size} took {seconds[-1]:.2f}s on {run.device}: about {duration(epoch)} an "
+            f"epoch, {duration(epoch * args.epochs)} for {counted(args.epochs, 'epoch')} (validation counted as a "
+            f"third of a training image; from one batch, so a rough figure)")
 
 
 def open_run(args, setup: Setup, main_process: bool) -> tuple:

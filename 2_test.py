@@ -7,6 +7,9 @@
 writes test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv, reliability.svg
 and test_settings.json into the run directory (into RUN/logit-adjusted/ with --logit-adjust, into
 RUN/tau-normalised/ with --tau-norm).
+A decision chosen on the valid split and judged on test goes into a folder of its own too:
+--operating-point 9:recall=0.9 (RUN/operating-point-9-recall-0.9/), --costs FILE (RUN/costs-NAME/),
+--calibrate temperature (RUN/calibrated/, or a calibrated-... prefix); see docs/decisions.md.
 acc, bacc and macro_f1 come with a 95% stratified bootstrap interval over the test images
 (--bootstrap N resamples, seeded: a rerun writes the same files). The run's own test is only
 rewritten by a test set as it was: another --bootstrap, --shot-thresholds or test data is
@@ -20,7 +23,7 @@ from pathlib import Path
 import torch
 
 import get_model
-from toolkit import arguments, cli, data, engine, files, metrics, plots, runs
+from toolkit import arguments, chosen_decisions, cli, data, decisions, engine, files, metrics, plots, runs
 from toolkit.predictor import Predictor
 
 
@@ -56,6 +59,18 @@ def parse_args(argv=None):
                    help="post-hoc tau-normalisation (Kang et al. 2020): the classifier's per-class rows divided by "
                         "their norm^TAU, the bias dropped; auto: the TAU of 0, 0.1, ..., 2 with the best valid bacc "
                         "(the test split is not used to choose it); writes into RUN/tau-normalised/ (default: off)")
+    p.add_argument("--operating-point", metavar="CLASS:recall=R",
+                   help="decide CLASS when its probability reaches a threshold chosen on the valid split: the "
+                        "largest with valid recall >= R (CLASS:recall=R), or the smallest with valid precision >= P "
+                        "(CLASS:precision=P), else the most probable other class; writes into "
+                        "RUN/operating-point-CLASS-recall-R/ (default: off)")
+    p.add_argument("--costs", type=Path, metavar="FILE",
+                   help="a CSV cost matrix (header and first column: class names; row: true class, column: "
+                        "decided class): decide the class of least expected cost; writes into RUN/costs-NAME/")
+    p.add_argument("--calibrate", choices=("temperature",),
+                   help="one temperature fit on the valid split by NLL; ECE and NLL before and after; "
+                        "--operating-point and --costs then use the calibrated probabilities (writes into "
+                        "RUN/calibrated/ or a calibrated-... folder)")
     arguments.add_device(p)
     arguments.add_threads(p)
     arguments.add_workers(p)
@@ -78,7 +93,18 @@ def parse_args(argv=None):
     if args.logit_adjust is not None and args.tau_norm is not None:
         raise cli.UserError("--logit-adjust and --tau-norm are two post-hoc corrections with folders of their own; "
                             "run 2_test.py once with each")
+    if args.operating_point is not None and args.costs is not None:
+        raise cli.UserError("--operating-point and --costs are two decision rules; test each in a run of its own")
+    if (args.logit_adjust is not None or args.tau_norm is not None) and deciding(args):
+        raise cli.UserError("--operating-point, --costs and --calibrate decide on the model's own probabilities; "
+                            "leave out --logit-adjust and --tau-norm")
+    if args.costs is not None and not args.costs.is_file():
+        raise cli.UserError(f"--costs {args.costs}: no such file")
     return args
+
+
+def deciding(args) -> bool:
+    return args.operating_point is not None or args.costs is not None or args.calibrate is not None
 
 
 def tau_or_auto(text: str):
@@ -94,7 +120,9 @@ def test(argv=None):
     record, checkpoint = predictor.record, predictor.path
     data_root = args.data_root or Path(runs.read_args(run_dir).get("data_root") or cli.DATA_ROOT)
     dataset = data.dataset_dir(data_root, record.dataset)
-    split = data.scan_split(dataset, data.evaluation_split(dataset), record.class_names)
+    split = data.scan_split(dataset, data.evaluation_split(dataset, warn=not deciding(args)), record.class_names)
+    if deciding(args):
+        return test_decision(args, run_dir, predictor, dataset, split, data_root)
     if args.tau_norm is not None:
         labels, logits, adjusted = tau_normalised(args, dataset, predictor, split)
         post_hoc = "tau-normalised"
@@ -121,6 +149,63 @@ def test(argv=None):
     if out_dir != run_dir / post_hoc:
         print(f"(this test is set otherwise than the one in {run_dir / post_hoc}, which is kept)")
     return 0
+
+
+def test_decision(args, run_dir: Path, predictor: Predictor, dataset: Path, split, data_root: Path) -> int:
+    """--operating-point, --costs, --calibrate: chosen on the valid split, judged on the test split,
+    written whole into a folder of its own below the run (the argmax test of the same
+    probabilities beside the decision's files)."""
+    record = predictor.record
+    point = (decisions.parse_operating_point(args.operating_point, record.class_names)
+             if args.operating_point is not None else None)
+    costs = decisions.read_cost_matrix(args.costs, record.class_names) if args.costs is not None else None
+    if split.name == "valid" or not (dataset / "valid").is_dir():
+        raise cli.UserError(f"dataset {dataset.name} needs a valid split to choose the decision on and a test split "
+                            f"to judge it on; make them with 0_data_split.py")
+    valid = data.scan_split(dataset, "valid", record.class_names)
+    valid_labels, valid_logits = predicted(args, predictor, valid, desc="valid")
+    chosen = chosen_decisions.choose(valid_labels, valid_logits, record.class_names, point, costs, args.costs,
+                                     args.calibrate is not None)
+    labels, logits = predicted(args, predictor, split, desc="test")
+    calibrated_logits = logits.double() / chosen.decision.temperature
+    settings = {"checkpoint": predictor.path.name, "split": split.name, "images": len(labels),
+                "data": data.fingerprint(split, record.height, record.width), "data_root": str(data_root),
+                "bootstrap": args.bootstrap, "shot_thresholds": list(args.shot_thresholds),
+                "decision": chosen.folder, "temperature": chosen.decision.temperature}
+    out_dir = output_dir(run_dir / chosen.folder, args, settings["data"])
+    with files.folder_written_whole(out_dir, "the decision's test") as staging:
+        scores = write_test(staging, settings, labels, calibrated_logits, split, dataset, record, args)
+        row = chosen_decisions.judge(staging, chosen, labels, logits, valid_labels, valid_logits,
+                                     [str(p.relative_to(dataset)) for p in split.paths], args.bootstrap)
+    print_decision(chosen, row, scores, len(labels))
+    print(f"wrote {', '.join(sorted(p.name for p in out_dir.iterdir()))} into {out_dir}")
+    return 0
+
+
+def print_decision(chosen, row: dict, scores: dict, images: int):
+    shown = metrics.format_value
+    decision = chosen.decision
+    if decision.temperature != 1.0:
+        print(f"temperature {decision.temperature:.4g} (fit on the valid split): test ECE {row['ece_before']:.2f}% -> "
+              f"{row['ece_after']:.2f}%, NLL {row['nll_before']:.4f} -> {row['nll_after']:.4f}")
+    if chosen.point is not None:
+        valid = chosen.chosen_files[chosen_decisions.OPERATING_POINT_FILE]
+        print(f"operating point {chosen.point}: threshold {row['threshold']:.4g} on p({row['class']}), chosen on the "
+              f"valid split (recall {valid['valid']['recall']:.2f}, precision {shown(valid['valid']['precision'])})"
+              + ("" if valid["target_reached_on_valid"] else f"; no threshold reaches {chosen.point.kind} "
+                 f"{chosen.point.target:g} on the valid split: the best one is used"))
+        for name in ("recall", "precision", "false_positive_rate"):
+            print(f"  test {name:<19} {interval(row, name)}   argmax {interval(row, 'argmax_' + name)}")
+    if decision.costs is not None:
+        print(f"mean cost per image: {interval(row, 'cost')}   argmax {interval(row, 'argmax_cost')}   "
+              f"difference {interval(row, 'cost_difference')}")
+    print(f"under the rule: bacc {interval(row, 'bacc')}, macro F1 {interval(row, 'macro_f1')}, worst class "
+          f"{row['worst_class']} recall {row['worst_recall']:.2f}   (argmax: bacc {interval(scores, 'bacc')})")
+    print(f"[95% intervals: stratified bootstrap over the {cli.counted(images, 'test image')}]")
+
+
+def interval(row: dict, name: str) -> str:
+    return metrics.format_value(row[name], row.get(name + "_ci_low"), row.get(name + "_ci_high"))
 
 
 def post_hoc_adjusted(args, logits, dataset, predictor: Predictor, evaluated: str) -> tuple:
@@ -174,6 +259,8 @@ def write_test(out_dir: Path, settings: dict, labels, logits, split, dataset, re
                     [{"true \\ predicted": n, **dict(zip(names, row))} for n, row in zip(names, confusion.tolist())])
     plots.confusion_matrix(confusion, names, out_dir / "confusion_matrix.svg", metrics.head_to_tail_order(counts))
     plots.reliability_diagram(metrics.reliability_bins(labels, logits), scores["ece"], out_dir / "reliability.svg")
+    plots.pr_curves(decisions.precision_recall_curves(labels, decisions.calibrated(logits)), names,
+                    out_dir / "pr_curves.svg")
     files.write_json(out_dir / SETTINGS_FILE, settings)
     return scores
 

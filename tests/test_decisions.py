@@ -1,4 +1,6 @@
 """toolkit/decisions.py: thresholds, costs, temperature and the prior, checked by hand on tiny inputs."""
+import re
+
 import numpy as np
 import pytest
 from scipy.special import softmax
@@ -93,10 +95,11 @@ def test_class_figures_and_their_intervals():
 
 
 def test_decision_scores_are_those_of_the_decisions():
-    scores = decisions.decision_scores(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3, resamples=50)
+    scores = decisions.decision_scores(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), ["a", "b", "c"], resamples=50)
     assert scores["acc"] == pytest.approx(50.0)
     assert scores["bacc"] == pytest.approx(100 / 2 / 3 + 100 / 3)  # recalls 1/2, 1, 0
     assert scores["acc_ci_low"] <= 50.0 <= scores["acc_ci_high"]
+    assert (scores["worst_recall"], scores["worst_class"]) == (0.0, "c")
 
 
 # ---------------------------------------------------------------- costs
@@ -209,3 +212,130 @@ def test_adaptation_helps_the_accuracy_on_a_shifted_set():
 def test_reweighting_by_hand():
     # p = (0.5, 0.5) under a training prior (0.8, 0.2), the new one (0.5, 0.5): weights 0.625, 2.5
     assert decisions.reweighted(np.array([[0.5, 0.5]]), [0.8, 0.2], [0.5, 0.5])[0] == pytest.approx([0.2, 0.8])
+
+
+# ---------------------------------------------------------------- 2_test.py: chosen on valid, judged on test
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from conftest import copy_untested  # noqa: E402
+from toolkit import data  # noqa: E402
+from toolkit.predictor import Predictor  # noqa: E402
+
+
+@pytest.fixture
+def own_run(trained_run, tmp_path):
+    """A copy of the shared run and its dataset, to write into and to change."""
+    copy_untested(trained_run.logs, tmp_path / "logs")
+    shutil.copytree(trained_run.data, tmp_path / "a_datasets")
+    run_dir = tmp_path / "logs" / trained_run.run_dir.relative_to(trained_run.logs)
+    return SimpleNamespace(run_dir=run_dir, data=tmp_path / "a_datasets",
+                           args=["--run", run_dir, "--data-root", tmp_path / "a_datasets", "--no-progress",
+                                 "--precision", "fp32", "--bootstrap", "1000"])
+
+
+from types import SimpleNamespace  # noqa: E402
+
+
+def split_logits(run_dir, dataset, split):
+    predictor = Predictor.of_run(run_dir, device="cpu", precision="fp32")
+    image_set = data.load_images(data.scan_split(dataset, split, predictor.record.class_names),
+                                 predictor.record.height, predictor.record.width, predictor.device, 0, 1, False)
+    labels, logits = predictor.predict(image_set, 64, 1, False)
+    return labels.numpy(), logits.double().numpy()
+
+
+def test_operating_point_is_chosen_on_valid_and_applied_on_test(own_run, run):
+    code, out, err = run("2_test", *own_run.args, "--operating-point", "gamma:recall=1")
+    assert code == 0, err
+    folder = own_run.run_dir / "operating-point-gamma-recall-1"
+    chosen = json.loads((folder / "operating_point.json").read_text())
+    labels, logits = split_logits(own_run.run_dir, own_run.data / "tiny", "valid")
+    expected = decisions.choose_threshold(labels, softmax(logits, axis=1),
+                                          decisions.OperatingPoint("gamma", 2, "recall", 1.0))
+    assert chosen["threshold"] == pytest.approx(expected.value, rel=1e-5) and chosen["temperature"] is None
+    predictions = pd.read_csv(folder / "predictions.csv")
+    assert list(predictions.columns[:5]) == ["path", "true", "predicted", "decision", "probability"]
+    probs = np.stack([predictions.apply(lambda r: next(r[f"top{k}_prob"] for k in (1, 2, 3)
+                                                      if r[f"top{k}"] == name), axis=1)
+                      for name in ("alpha", "beta", "gamma")], axis=1) / 100
+    names = np.array(["alpha", "beta", "gamma"])
+    assert (predictions["decision"] == names[decisions.threshold_decisions(probs, 2, chosen["threshold"])]).all()
+    row = pd.read_csv(folder / "decision_metrics.csv").iloc[0]
+    is_gamma, decided_gamma = predictions["true"] == "gamma", predictions["decision"] == "gamma"
+    assert row["recall"] == pytest.approx(100 * (is_gamma & decided_gamma).sum() / is_gamma.sum(), rel=1e-5)
+    assert row["false_positive_rate"] == pytest.approx(100 * (~is_gamma & decided_gamma).sum() / (~is_gamma).sum(),
+                                                       rel=1e-5)
+    assert "threshold" in out and "argmax" in out
+    assert {"pr_curves.svg", "decision_confusion_matrix.csv", "test_metrics.csv"} <= {p.name for p in folder.iterdir()}
+    assert not (own_run.run_dir / "test_metrics.csv").exists()  # the run's own test is not this one
+
+
+def test_permuted_test_labels_give_the_same_threshold(own_run, run):
+    code, _, err = run("2_test", *own_run.args, "--operating-point", "beta:precision=0.5")
+    assert code == 0, err
+    folder = own_run.run_dir / "operating-point-beta-precision-0.5"
+    first = json.loads((folder / "operating_point.json").read_text())
+    test = own_run.data / "tiny" / "test"
+    images = sorted(test.rglob("*.png"))
+    moved = np.random.default_rng(0).permutation(len(images))
+    for i, path in enumerate(images):  # every test image into another class's folder, at random
+        path.rename(test / ["alpha", "beta", "gamma"][moved[i] % 3] / f"permuted{i}.png")
+    code, _, err = run("2_test", *own_run.args, "--operating-point", "beta:precision=0.5")
+    assert code == 0, err
+    again = next(p for p in folder.iterdir() if p.name.startswith("data-"))  # other test data: a folder below
+    assert json.loads((again / "operating_point.json").read_text()) == first
+
+
+def test_costs_decide_by_least_expected_cost(own_run, run, tmp_path):
+    costs = write(tmp_path / "missed_gamma.csv", "true,alpha,beta,gamma\nalpha,0,1,1\nbeta,1,0,1\ngamma,20,20,0\n")
+    code, out, err = run("2_test", *own_run.args, "--costs", costs)
+    assert code == 0, err
+    folder = own_run.run_dir / "costs-missed_gamma"
+    predictions = pd.read_csv(folder / "predictions.csv")
+    matrix = pd.read_csv(costs, index_col=0)
+    mean_cost = np.mean([matrix.loc[t, d] for t, d in zip(predictions["true"], predictions["decision"])])
+    argmax_cost = np.mean([matrix.loc[t, d] for t, d in zip(predictions["true"], predictions["predicted"])])
+    row = pd.read_csv(folder / "decision_metrics.csv").iloc[0]
+    assert (row["cost"], row["argmax_cost"]) == pytest.approx((mean_cost, argmax_cost), rel=1e-5)
+    assert row["cost_ci_low"] <= row["cost"] <= row["cost_ci_high"]
+    assert "mean cost per image" in out
+
+
+def test_calibrate_fits_the_temperature_on_valid(own_run, run):
+    code, out, err = run("2_test", *own_run.args, "--calibrate", "temperature")
+    assert code == 0, err
+    saved = json.loads((own_run.run_dir / "calibrated" / "calibration.json").read_text())
+    labels, logits = split_logits(own_run.run_dir, own_run.data / "tiny", "valid")
+    assert saved["temperature"] == pytest.approx(decisions.fit_temperature(labels, logits), rel=1e-3)
+    assert saved["test"]["ece_before"] >= 0 and "nll_after" in saved["valid"]
+    svg = (own_run.run_dir / "calibrated" / "reliability.svg").read_text()
+    assert "before (ECE" in svg and "after, temperature" in svg
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--operating-point", "delta:recall=0.9"], "no class 'delta'"),
+    (["--operating-point", "gamma:recall=1.5"], r"\(0, 1\]"),
+    (["--operating-point", "gamma=0.9"], "CLASS:recall=R"),
+    (["--operating-point", "gamma:recall=0.9", "--costs", "costs.csv"], "two decision rules"),
+    (["--costs", "costs.csv"], "unknown: delta"),
+    (["--costs", "nowhere.csv"], "no such file"),
+    (["--calibrate", "temperature", "--logit-adjust", "1"], "leave out --logit-adjust"),
+])
+def test_bad_decision_input_writes_nothing(own_run, run, tmp_path, monkeypatch, options, message):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "costs.csv", "true,alpha,beta,delta\nalpha,0,1,1\nbeta,1,0,1\ndelta,1,1,0\n")
+    before = sorted(p.name for p in own_run.run_dir.iterdir())
+    code, out, err = run("2_test", *own_run.args, *options)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error:"), err
+    assert re.search(message, err)
+    assert sorted(p.name for p in own_run.run_dir.iterdir()) == before
+
+
+def test_no_valid_split_to_choose_on(own_run, run):
+    shutil.rmtree(own_run.data / "tiny" / "valid")
+    code, _, err = run("2_test", *own_run.args, "--operating-point", "gamma:recall=0.9")
+    assert code == 2 and "needs a valid split" in err

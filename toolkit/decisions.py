@@ -134,15 +134,20 @@ def _percentiles(samples: pd.DataFrame, confidence: float) -> dict:
     return intervals
 
 
-def decision_scores(labels, decisions, num_classes: int, resamples=1000) -> dict:
+def decision_scores(labels, decisions, class_names, resamples=1000) -> dict:
     """acc, bacc and macro F1 (%) of `decisions` with their bootstrap intervals, as metrics.py
-    computes them for an argmax (the decisions given as one-hot scores)."""
-    one_hot = np.eye(num_classes)[np.asarray(decisions)]
-    full = metrics.test_metrics(labels, one_hot, np.ones(num_classes))
+    computes them for an argmax (the decisions given as one-hot scores), and the worst class's
+    recall with its name (over the classes present in the labels)."""
+    labels, decisions = np.asarray(labels), np.asarray(decisions)
+    one_hot = np.eye(len(class_names))[decisions]
+    full = metrics.test_metrics(labels, one_hot, np.ones(len(class_names)))
     scores = {name: full[name] for name in metrics.BOOTSTRAPPED}
     if resamples:
         scores = metrics.with_intervals(scores, metrics.bootstrap_intervals(labels, one_hot, resamples))
-    return scores
+    present = np.unique(labels)
+    recalls = [100.0 * (decisions[labels == c] == c).mean() for c in present]
+    worst = int(np.argmin(recalls))
+    return {**scores, "worst_recall": recalls[worst], "worst_class": class_names[present[worst]]}
 
 
 # ---------------------------------------------------------------- costs: the Bayes decision
@@ -260,3 +265,56 @@ def estimate_prior(probs, train_prior, tolerance=1e-8, max_iterations=10_000) ->
         if moved < tolerance:
             break
     return prior, reweighted(probs, train_prior, prior), iteration
+
+
+# ---------------------------------------------------------------- precision-recall curves
+
+def precision_recall_curves(labels, probs) -> list:
+    """Per class: (recall %, precision %) arrays of scikit-learn's curve of p(class), or None when
+    the labels hold no image of the class."""
+    labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    curves = []
+    for c in range(probs.shape[1]):
+        if not (labels == c).any():
+            curves.append(None)
+            continue
+        precision, recall, _ = skm.precision_recall_curve(labels == c, probs[:, c])
+        curves.append((100.0 * recall, 100.0 * precision))
+    return curves
+
+
+# ---------------------------------------------------------------- what a deployment applies
+
+@dataclass(frozen=True)
+class Decision:
+    """The temperature and the rule a deployment applies to a model's logits: a threshold on one
+    class's probability (`threshold` = (class index, t)), the Bayes decision of a cost matrix
+    (`costs`, K x K), or else the argmax."""
+    class_names: tuple
+    temperature: float = 1.0
+    threshold: tuple = None
+    costs: np.ndarray = None
+
+    def probabilities(self, logits) -> np.ndarray:
+        return calibrated(logits, self.temperature)
+
+    def decide(self, probs) -> np.ndarray:
+        if self.threshold is not None:
+            return threshold_decisions(probs, *self.threshold)
+        if self.costs is not None:
+            return bayes_decisions(probs, self.costs)
+        return np.asarray(probs).argmax(axis=1)
+
+    def description(self) -> dict:
+        """What classes.json says of it, for code that applies it to model.onnx's probabilities."""
+        if self.threshold is not None:
+            index, value = self.threshold
+            rule = {"kind": "threshold", "class": self.class_names[index], "class_index": index, "threshold": value,
+                    "meaning": "the class when its probability >= threshold, else the most probable other class"}
+        elif self.costs is not None:
+            rule = {"kind": "costs", "matrix": np.asarray(self.costs).tolist(),
+                    "meaning": "rows: true class, columns: decided class; decide argmin_j sum_i p(i|x) matrix[i][j]"}
+        else:
+            rule = {"kind": "argmax", "meaning": "the most probable class"}
+        return {"temperature": self.temperature, "rule": rule,
+                "probabilities": "softmax(log(p) / temperature) of model.onnx's probabilities p, the rule applied to them"}

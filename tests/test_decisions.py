@@ -222,7 +222,8 @@ import shutil  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from conftest import copy_untested  # noqa: E402
-from toolkit import data  # noqa: E402
+from toolkit import chosen_decisions, data  # noqa: E402
+from toolkit.images import decode_image  # noqa: E402
 from toolkit.predictor import Predictor  # noqa: E402
 
 
@@ -339,3 +340,102 @@ def test_no_valid_split_to_choose_on(own_run, run):
     shutil.rmtree(own_run.data / "tiny" / "valid")
     code, _, err = run("2_test", *own_run.args, "--operating-point", "gamma:recall=0.9")
     assert code == 2 and "needs a valid split" in err
+
+
+# ---------------------------------------------------------------- 5_predict.py and the ONNX export apply it
+
+def test_5_predict_applies_the_saved_operating_point(own_run, run, tmp_path):
+    code, _, err = run("2_test", *own_run.args, "--operating-point", "gamma:recall=1", "--calibrate", "temperature")
+    assert code == 0, err
+    folder = own_run.run_dir / "calibrated-operating-point-gamma-recall-1"
+    output = tmp_path / "predictions.csv"
+    code, out, err = run("5_predict", "--run", own_run.run_dir, own_run.data / "tiny" / "test", "--operating-point",
+                         folder, "--output", output, "--no-progress")
+    assert code == 0, err
+    tested, predicted = pd.read_csv(folder / "predictions.csv"), pd.read_csv(output)
+    predicted["path"] = [p.split("tiny/", 1)[1] for p in predicted["path"]]
+    both = tested.merge(predicted, on="path", suffixes=("_tested", "_predicted"))
+    assert len(both) == 4 and (both["decision_tested"] == both["decision_predicted"]).all()
+    # the calibrated probabilities, as 2_test.py wrote them
+    assert np.allclose(both["probability_tested"], both["probability_predicted"], atol=1e-3)
+
+
+def test_5_predict_adapts_the_prior(own_run, run, tmp_path):
+    output = tmp_path / "out.csv"
+    code, out, err = run("5_predict", "--run", own_run.run_dir, own_run.data / "tiny" / "test", "--adapt-prior",
+                         "--output", output, "--no-progress")
+    assert code == 0, err
+    prior = pd.read_csv(tmp_path / "out_prior.csv")
+    assert list(prior["class"]) == ["alpha", "beta", "gamma"]
+    assert prior["training_prior"].tolist() == pytest.approx([100 * 12 / 23, 100 * 7 / 23, 100 * 4 / 23], rel=1e-5)
+    assert prior["estimated_prior"].sum() == pytest.approx(100, rel=1e-5)
+    predicted = pd.read_csv(output)
+    # the adapted posteriors' mean is the estimated prior (the EM's fixed point)
+    probs = np.stack([predicted.apply(lambda r: next(r[f"top{k}_prob"] for k in (1, 2, 3) if r[f"top{k}"] == name),
+                                      axis=1) for name in prior["class"]], axis=1)
+    assert probs.mean(axis=0) == pytest.approx(prior["estimated_prior"].to_numpy(), abs=1e-3)
+    assert "estimated from these images by EM" in out
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--operating-point", "."], "holds no operating_point.json"),
+    (["--calibrate"], "no temperature fit for this run"),
+    (["--costs", "none.csv"], "cannot read the cost matrix"),
+    (["--adapt-prior", "--export", "onnx"], "not for --export"),
+    (["--operating-point", ".", "--costs", "none.csv"], "two decision rules"),
+])
+def test_5_predict_bad_decision_input(own_run, run, tmp_path, monkeypatch, options, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run("5_predict", "--run", own_run.run_dir, own_run.data / "tiny" / "test", *options,
+                       "--output", tmp_path / "p.csv", "--no-progress")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p.csv").exists()
+
+
+def documented_decide():
+    """The `decide` function docs/decisions.md gives, run as written."""
+    text = (REPO / "docs" / "decisions.md").read_text()
+    block = text.split("<!-- decide: the test runs this block -->", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace = {}
+    exec(block, namespace)
+    return namespace["decide"]
+
+
+from conftest import REPO  # noqa: E402
+
+
+@pytest.mark.parametrize("rule", ["operating point", "costs"])
+def test_the_documented_onnx_decision_is_pytorchs(own_run, run, tmp_path, rule):
+    import onnxruntime
+    import torch
+
+    if rule == "operating point":
+        code, _, err = run("2_test", *own_run.args, "--operating-point", "beta:recall=1", "--calibrate", "temperature")
+        options = ["--operating-point", own_run.run_dir / "calibrated-operating-point-beta-recall-1"]
+    else:
+        code, _, err = run("2_test", *own_run.args, "--calibrate", "temperature")
+        costs = write(tmp_path / "c.csv", "true,alpha,beta,gamma\nalpha,0,1,1\nbeta,5,0,5\ngamma,20,20,0\n")
+        options = ["--costs", costs, "--calibrate"]
+    assert code == 0, err
+    code, _, err = run("5_predict", "--run", own_run.run_dir, "--export", "onnx", *options, "--no-progress")
+    assert code == 0, err
+    described = json.loads((own_run.run_dir / "classes.json").read_text())
+    assert described["decision"]["temperature"] != 1.0
+    # the images: the test split's and blends of them, so that some lie near the threshold or a boundary
+    predictor = Predictor.of_run(own_run.run_dir, device="cpu", precision="fp32")
+    test = torch.stack([torch.from_numpy(decode_image(p, 16, 16)).permute(2, 0, 1)
+                        for p in sorted((own_run.data / "tiny" / "test").rglob("*.png"))]).float()
+    weights = torch.linspace(0, 1, 16)[:, None, None, None, None]
+    images = (weights * test[None] + (1 - weights) * test.roll(1, 0)[None]).reshape(-1, 3, 16, 16).round().byte()
+    session = onnxruntime.InferenceSession(str(own_run.run_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    probabilities = session.run(["probabilities"], {"images": images.float().numpy()})[0]
+    decided_onnx = documented_decide()(probabilities, described["decision"]["rule"])
+    if rule == "operating point":
+        decision = chosen_decisions.saved_operating_point(options[1], predictor.record.class_names)
+    else:
+        decision = decisions.Decision(tuple(predictor.record.class_names), chosen_decisions.saved_temperature(
+            own_run.run_dir), costs=decisions.read_cost_matrix(costs, predictor.record.class_names))
+    probs = decision.probabilities(predictor.logits(images).double().numpy())
+    assert np.abs(probabilities - probs).max() < 1e-4  # the temperature is inside model.onnx
+    assert (decided_onnx == decision.decide(probs)).all()
+    assert len(set(decided_onnx.tolist())) >= 2  # not one class for every image: the rule is exercised

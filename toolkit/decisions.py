@@ -306,7 +306,7 @@ class Decision:
         return np.asarray(probs).argmax(axis=1)
 
     def description(self) -> dict:
-        """What classes.json says of it, for code that applies it to model.onnx's probabilities."""
+        """The temperature and the rule, as classes.json holds them."""
         if self.threshold is not None:
             index, value = self.threshold
             rule = {"kind": "threshold", "class": self.class_names[index], "class_index": index, "threshold": value,
@@ -316,5 +316,4 @@ class Decision:
                     "meaning": "rows: true class, columns: decided class; decide argmin_j sum_i p(i|x) matrix[i][j]"}
         else:
             rule = {"kind": "argmax", "meaning": "the most probable class"}
-        return {"temperature": self.temperature, "rule": rule,
-                "probabilities": "softmax(log(p) / temperature) of model.onnx's probabilities p, the rule applied to them"}
+        return {"temperature": self.temperature, "rule": rule}

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toolkit import arguments, chosen_decisions, cli, data, decisions, engine, export, files, images, metrics, runs
+from toolkit import (arguments, chosen_decisions, cli, data, decisions, engine, evaluation, export, files, images,
+                     metrics, runs)
 from toolkit.predictor import Predictor
 
 EXIT_SKIPPED = 1
@@ -124,7 +125,7 @@ def predict(argv=None):
         probs = decision.probabilities(logits)
         if args.adapt_prior:
             probs = adapted(args, probs, record)
-        rows = chosen_decisions.prediction_rows(predicted, np.log(probs), record.class_names, decision.decide(probs))
+        rows = chosen_decisions.prediction_rows(predicted, probs, record.class_names, decision.decide(probs))
     else:
         rows = metrics.prediction_rows(predicted, logits, record.class_names)
     files.write_csv(args.output, rows)
@@ -231,11 +232,8 @@ def check_images(args, record) -> tuple:
 
 
 def split_images(run_dir: Path) -> tuple:
-    recorded = runs.read_args(run_dir)
-    dataset = Path(recorded.get("data_root", cli.DATA_ROOT)) / (recorded.get("dataset") or "")
-    if not recorded.get("dataset") or not (dataset / "valid").is_dir():
-        raise cli.UserError(f"the run's dataset is not at {dataset} to check the export on; name some images: "
-                            f"5_predict.py --run {run_dir} --export onnx IMAGES")
+    dataset = evaluation.run_dataset(run_dir, remedy=f"name some images to check the export on: 5_predict.py "
+                                                     f"--run {run_dir} --export onnx IMAGES")
     split = data.evaluation_split(dataset, warn=False)
     return data.scan_split(dataset, split).paths, f"{dataset.name}'s {split} split"
 

@@ -6,8 +6,9 @@ prior on trained runs of the embedded digits (one run per seed), summarised over
         --epochs 30 --batchsize 32 --lr 0.05 --lrstep 20 26 --warmup --threads 1 --seed $seed; done
     python -m benchmarks.decisions_evidence logs/ResNet20/digits-lt10/ERM/*
 
-For each run: 2_test.py --operating-point RARE:recall=0.9 --calibrate temperature and --costs (a
-missed RARE costs 20, any other mistake 1) --calibrate temperature, as a user runs them; then the
+For each run: what 2_test.py --operating-point RARE:recall=0.9 --calibrate temperature and --costs
+(a missed RARE costs 20, any other mistake 1) --calibrate temperature run, their folders written
+below the run as 2_test.py writes them; then the
 shifted prior: the test split re-sampled (with replacement, 10 draws of 500 images) to the
 training prior reversed (the rarest class the most frequent) and to the balanced test's own
 (uniform) prior, decided by the calibrated argmax with and without EM's prior adaptation.
@@ -15,8 +16,6 @@ Every figure: the mean over the runs with a Student-t 95% interval; the *_gain a
 columns are differences within each run (paired).
 """
 import argparse
-import importlib
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from toolkit import data, decisions, recipes, runs
+from toolkit import chosen_decisions, data, decisions, evaluation, recipes, runs
 from toolkit.predictor import Predictor
 
 DRAWS, DRAWN_IMAGES = 10, 500
@@ -37,31 +36,25 @@ def main(argv=None) -> int:
     p.add_argument("--recall", type=float, default=0.9)
     p.add_argument("--missed-cost", type=float, default=20.0)
     args = p.parse_args(argv)
-    tester = importlib.import_module("2_test")
+    options = evaluation.Options(progress=False, data_root=args.data_root)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for run_dir in args.runs:
             record = runs.read_record(run_dir)
             rare = record.class_names[int(np.argmin(record.class_counts))]
             costs = cost_file(Path(tmp) / f"missed_{rare}.csv", record.class_names, rare, args.missed_cost)
-            common = ["--run", str(run_dir), "--calibrate", "temperature", "--no-progress", "--threads", "1"] + (
-                ["--data-root", str(args.data_root)] if args.data_root else [])
-            assert tester.main(common + ["--operating-point", f"{rare}:recall={args.recall:g}"]) == 0
-            assert tester.main(common + ["--costs", str(costs)]) == 0
-            point_dir = run_dir / f"calibrated-operating-point-{rare}-recall-{args.recall:g}"
-            point = pd.read_csv(point_dir / "decision_metrics.csv").iloc[0]
-            cost = pd.read_csv(run_dir / f"calibrated-costs-missed_{rare}" / "decision_metrics.csv").iloc[0]
-            calibration = json.loads((point_dir / "calibration.json").read_text())
+            # what 2_test.py --calibrate temperature --operating-point RARE:recall=R (then --costs FILE) runs
+            point = chosen_decisions.evaluate(run_dir, options, f"{rare}:recall={args.recall:g}", calibrate=True)
+            cost = chosen_decisions.evaluate(run_dir, options, costs_path=costs, calibrate=True).row
+            row = point.row
             rows.append({"run": run_dir.name, "rare": rare, **shifted_prior(run_dir, args.data_root),
-                         **{f"op_{k}": point[k] for k in ("recall", "precision", "false_positive_rate",
-                                                           "argmax_recall", "argmax_precision",
-                                                           "argmax_false_positive_rate", "bacc", "worst_recall")},
-                         "op_argmax_bacc": pd.read_csv(point_dir / "test_metrics.csv").loc[0, "bacc"],
+                         **{f"op_{k}": row[k] for k in ("recall", "precision", "false_positive_rate",
+                                                         "argmax_recall", "argmax_precision",
+                                                         "argmax_false_positive_rate", "bacc", "worst_recall")},
+                         "op_argmax_bacc": point.scores["bacc"],
                          "cost": cost["cost"], "argmax_cost": cost["argmax_cost"],
-                         "cost_difference": cost["cost_difference"],
-                         "temperature": calibration["temperature"],
-                         "ece_before": calibration["test"]["ece_before"], "ece_after": calibration["test"]["ece_after"],
-                         "nll_before": calibration["test"]["nll_before"], "nll_after": calibration["test"]["nll_after"]})
+                         "cost_difference": cost["cost_difference"], "temperature": row["temperature"],
+                         **{k: row[k] for k in ("ece_before", "ece_after", "nll_before", "nll_after")}})
     table = pd.DataFrame(rows)
     for gain, ours, theirs in (("op_recall_gain", "op_recall", "op_argmax_recall"),
                                ("op_precision_change", "op_precision", "op_argmax_precision"),

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 import get_model
-from toolkit import runs
+from conftest import copy_untested
+from toolkit import evaluation, runs
 
 
 def independent_predictions(run_dir, split_dir):
@@ -92,3 +93,20 @@ def test_without_a_test_split_the_valid_split_is_used(trained_run, run, tmp_path
                              "--logs-root", logs, "--no-progress")
     assert code == 0, err
     assert "on the valid split" in out
+
+
+def test_a_confirmation_test_writes_exactly_the_files_of_2_test(trained_run, run, tmp_path):
+    """evaluation.test_run (what a search's confirmation calls) and `2_test.py --run RUN` write the
+    same files with the same bytes: the same bootstrap, the same figures, the same settings."""
+    copy_untested(trained_run.logs, tmp_path / "by-script")
+    copy_untested(trained_run.logs, tmp_path / "by-search")
+    by_script = next((tmp_path / "by-script" / "ResNet20" / "tiny" / "ERM").iterdir())
+    by_search = tmp_path / "by-search" / by_script.relative_to(tmp_path / "by-script")
+    code, _, err = run("2_test", "--run", by_script, "--precision", "fp32", "--no-progress", "--workers", "0")
+    assert code == 0, err
+    scores = evaluation.test_run(by_search, precision="fp32", workers=0)
+    for name in evaluation.TEST_FILES:
+        assert (by_search / name).read_bytes() == (by_script / name).read_bytes(), name
+    written = pd.read_csv(by_search / "test_metrics.csv").iloc[0]
+    assert written["acc"] == pytest.approx(scores["acc"]) and "acc_ci_low" in written
+    assert sorted(p.name for p in by_search.iterdir()) == sorted(p.name for p in by_script.iterdir())

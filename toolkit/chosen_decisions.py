@@ -1,6 +1,7 @@
 """A decision chosen on validation and judged on test, in a folder of its own below the run
-(2_test.py --operating-point, --costs, --calibrate temperature), and read back to deploy it
-(5_predict.py). The choice sees the validation split only; the test split is read to judge it.
+(2_test.py --operating-point, --costs, --calibrate temperature; the test itself through
+toolkit/evaluation.py), and read back to deploy it (5_predict.py). The choice sees the
+validation split only; the test split is read to judge it.
 """
 import json
 import re
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit import decisions, files, metrics, plots
+from toolkit import decisions, evaluation, files, metrics, plots
 from toolkit.cli import UserError
 
 OPERATING_POINT_FILE = "operating_point.json"
@@ -73,6 +74,46 @@ def choose(valid_labels, valid_logits, class_names, point=None, costs=None, cost
     return Chosen(decision, folder_name(point, costs_path, calibrate), point, chosen_files)
 
 
+@dataclass
+class DecisionTested:
+    """A decision's test: how it was chosen, the row of decision_metrics.csv, the scores of the
+    argmax's test_metrics.csv beside it, and the folder they are in."""
+    chosen: Chosen
+    row: dict
+    scores: dict
+    out_dir: Path
+    images: int
+
+
+def evaluate(run_dir: Path, options: evaluation.Options, operating_point: str = None, costs_path: Path = None,
+             calibrate=False) -> DecisionTested:
+    """Choose the decision on the run's valid split, judge it on the test split, and write the
+    argmax test of the (calibrated) logits and the decision's files whole into a folder of its own
+    below the run (evaluation.output_dir's rules below it). Bad input is refused before anything is
+    predicted or written."""
+    dataset = evaluation.run_dataset(run_dir, options.data_root)
+    if not (dataset / "valid").is_dir() or not (dataset / "test").is_dir():
+        raise UserError(f"dataset {dataset.name} needs a valid split to choose the decision on and a test split "
+                        f"to judge it on; make them with 0_data_split.py")
+    subject = evaluation.Subject.of_run(run_dir, options)
+    names = subject.record.class_names
+    point = decisions.parse_operating_point(operating_point, names) if operating_point is not None else None
+    costs = decisions.read_cost_matrix(costs_path, names) if costs_path is not None else None
+    valid_labels, valid_logits = subject.predicted(subject.valid_split(), desc="valid")
+    chosen = choose(valid_labels, valid_logits, names, point, costs, costs_path, calibrate)
+    labels, logits = subject.predicted(subject.split, desc="test")
+    temperature = chosen.decision.temperature
+    settings = {**evaluation.test_settings(subject, len(labels), evaluation.Correction()),
+                "decision": chosen.folder, "temperature": temperature}
+    out_dir = evaluation.output_dir(subject.run_dir / chosen.folder, options, settings["data"])
+    replaced = [p for p in out_dir.iterdir() if not p.is_dir()] if out_dir.is_dir() else None  # data-*/ stay
+    with files.folder_written_whole(out_dir, "the decision's test", replaces=replaced) as staging:
+        scores = evaluation.write_test(staging, subject, settings, labels, logits.double() / temperature)
+        row = judge(staging, chosen, labels, logits, valid_labels, valid_logits,
+                    [str(p.relative_to(subject.dataset)) for p in subject.split.paths], options.bootstrap)
+    return DecisionTested(chosen, row, scores, out_dir, len(labels))
+
+
 def judge(out_dir: Path, chosen: Chosen, labels, logits, valid_labels, valid_logits, paths, bootstrap: int) -> dict:
     """Write what the decision does on the test labels and logits into out_dir (beside the argmax
     test 2_test.py writes there): decision_metrics.csv, the rule's confusion matrix, predictions.csv
@@ -105,7 +146,7 @@ def write_files(out_dir, chosen, row, labels, logits, probs, decided, valid_labe
     files.write_csv(out_dir / "decision_confusion_matrix.csv",
                     [{"true \\ decided": n, **dict(zip(names, counts))} for n, counts in zip(names, confusion.tolist())])
     plots.confusion_matrix(confusion, names, out_dir / "decision_confusion_matrix.svg")
-    files.write_csv(out_dir / "predictions.csv", prediction_rows(paths, logits, names, decided, labels, decision))
+    files.write_csv(out_dir / "predictions.csv", prediction_rows(paths, probs, names, decided, labels))
     marked = None
     if chosen.point is not None:
         c = decision.threshold[0]
@@ -126,10 +167,11 @@ def write_files(out_dir, chosen, row, labels, logits, probs, decided, valid_labe
                                        out_dir / "reliability.svg")
 
 
-def prediction_rows(paths, logits, class_names, decided, labels=None, decision=None) -> list:
-    """metrics.prediction_rows of the (calibrated) probabilities with `decision` beside `predicted`."""
-    scaled = np.asarray(logits, dtype=np.float64) / (decision.temperature if decision else 1.0)
-    rows = metrics.prediction_rows(paths, scaled, class_names, labels)
+def prediction_rows(paths, probs, class_names, decided, labels=None) -> list:
+    """metrics.prediction_rows of these probabilities with `decision` beside `predicted`."""
+    with np.errstate(divide="ignore"):  # a probability of 0 is a logit of -inf, and softmax gives it back
+        log_probs = np.log(probs)
+    rows = metrics.prediction_rows(paths, log_probs, class_names, labels)
     with_decision = []
     for row, chosen in zip(rows, decided):
         items = list(row.items())

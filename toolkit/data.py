@@ -18,7 +18,7 @@ import torch
 
 from toolkit.cli import UserError, progress_bar
 from toolkit.files import save_tensors, write_json
-from toolkit.images import class_folders, decode_image, images_in, warn_skipped
+from toolkit.images import class_folders, decode_image, hashes_of, images_in, warn_skipped
 
 SPLITS = ("train", "valid", "test")
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are rebuilt
@@ -104,6 +104,12 @@ def evaluation_split(dataset: Path, warn=True) -> str:
     if warn:
         warnings.warn(f"{dataset} has no test split; evaluating the valid split instead", stacklevel=2)
     return "valid"
+
+
+def dataset_hashes(dataset: Path, workers: int = 2, progress=True) -> set:
+    """The content hashes of every image of a dataset's splits."""
+    paths = [p for split in SPLITS if (Path(dataset) / split).is_dir() for p in images_in(Path(dataset) / split)[0]]
+    return set(hashes_of(paths, workers, progress, desc=f"hash {Path(dataset).name}")) - {None}
 
 
 # ---------------------------------------------------------------- decode

@@ -11,9 +11,8 @@ import pandas as pd
 
 from toolkit import files
 from toolkit.cli import UserError, counted, progress_bar
-from toolkit.data import SPLITS, dataset_dir, scan_split
-from toolkit.images import IMAGE_EXTENSIONS, decode_image, is_image
-from toolkit.pool import content_hash, dataset_hashes
+from toolkit.data import SPLITS, dataset_dir, dataset_hashes, scan_split
+from toolkit.images import IMAGE_EXTENSIONS, content_hash, decode_image, is_image
 
 SPLIT_COLUMNS = ["path", "class", "split", "source", "origin"]
 SOURCES = ("original", "labelled", "pseudo")

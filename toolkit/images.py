@@ -3,13 +3,15 @@
 The one place that walks an image folder: splitting the originals, scanning a dataset's splits
 and finding new images to predict all list images through `images_in`.
 """
+import hashlib
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from toolkit.cli import UserError
+from toolkit.cli import UserError, progress_bar
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -83,3 +85,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
             values = values / 257.0
         image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
     return image.convert("RGB")
+
+
+# ---------------------------------------------------------------- content: the same image under any name
+
+def content_hash(path: Path) -> str | None:
+    """The SHA-256 of a file's bytes; None when it cannot be read."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def hashes_of(paths: list, workers: int = 2, progress=True, desc="hash") -> list:
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return list(progress_bar(pool.map(content_hash, paths), progress, total=len(paths), desc=desc, unit="img"))

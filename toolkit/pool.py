@@ -1,9 +1,8 @@
 """A query of a real pool: the unlabelled images scanned by content hash (those the run's dataset
 already holds, duplicates and unreadable files passed over), predicted by a run's best checkpoint
-with its penultimate-layer features caught by a forward hook, chosen by toolkit/acquisition.py,
+with its penultimate-layer features (Predictor.predict_with_features), chosen by toolkit/acquisition.py,
 and written as queries.csv, pseudo_labels.csv and query.json. 6_active.py's default mode.
 """
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,63 +11,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-import get_model
-from toolkit import runs
 from toolkit.acquisition import PSEUDO_ALPHA, PSEUDO_THRESHOLD, balanced_quotas, pseudo_labels, select
-from toolkit.cli import DATA_ROOT, UserError, counted, plural, progress_bar
-from toolkit.data import SPLITS, ImageSet, Split, load_images, scan_split
+from toolkit.cli import UserError, counted, plural, progress_bar
+from toolkit.data import ImageSet, Split, dataset_hashes, load_images, scan_split
+from toolkit.evaluation import run_dataset
 from toolkit.files import write_csv, write_json
-from toolkit.images import IMAGE_EXTENSIONS, decode_image, images_in
+from toolkit.images import IMAGE_EXTENSIONS, decode_image, hashes_of, images_in
 from toolkit.predictor import Predictor
 
 QUERY_COLUMNS = ["rank", "path", "score", "predicted", "probability", "label"]
 PSEUDO_COLUMNS = ["path", "label", "probability"]
 
 
-# ---------------------------------------------------------------- features
-
-def logits_and_features(predictor, image_set: ImageSet, batch_size: int = 128, workers: int = 2, progress=True,
-                        desc="predict") -> tuple:
-    """(float32 logits, penultimate-layer features) of every image of the set, on the CPU. The
-    features are the input of the model's classifier layer (get_model.classifier_layer), caught
-    with a forward hook; a convolutional classifier's input is averaged over its map."""
-    captured = []
-
-    def keep_input(module, inputs, output):
-        x = inputs[0].detach()
-        if x.ndim == 4:
-            x = x.float().mean(dim=(2, 3))
-        captured.append(x.float().flatten(1).cpu())
-
-    handle = get_model.classifier_layer(predictor.model).register_forward_hook(keep_input)
-    try:
-        _, logits = predictor.predict(image_set, batch_size, workers, progress, desc)
-    finally:
-        handle.remove()
-    features = torch.cat(captured) if captured else torch.empty(0, 0)
-    return logits, features
-
-
 # ---------------------------------------------------------------- the pool
-
-def content_hash(path: Path) -> str | None:
-    """The SHA-256 of a file's bytes; None when it cannot be read."""
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
-def hashes_of(paths: list, workers: int = 2, progress=True, desc="hash") -> list:
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        return list(progress_bar(pool.map(content_hash, paths), progress, total=len(paths), desc=desc, unit="img"))
-
-
-def dataset_hashes(dataset: Path, workers: int = 2, progress=True) -> set:
-    """The content hashes of every image of a dataset's splits."""
-    paths = [p for split in SPLITS if (Path(dataset) / split).is_dir() for p in images_in(Path(dataset) / split)[0]]
-    return set(hashes_of(paths, workers, progress, desc=f"hash {Path(dataset).name}")) - {None}
-
 
 @dataclass
 class Pool:
@@ -157,17 +112,6 @@ def class_table(class_names, train_counts, predicted, picked, pseudo_labelled) -
     return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
 
 
-def run_dataset(run_dir: Path, record, data_root=None) -> Path:
-    """The folder of the dataset a run was trained on: below `data_root`, else the run's own."""
-    recorded = runs.read_args(run_dir)
-    root = Path(data_root or recorded.get("data_root") or DATA_ROOT)
-    folder = root / (record.dataset or "")
-    if not record.dataset or not (folder / "train").is_dir():
-        raise UserError(f"the run's dataset {record.dataset!r} is not at {folder}; pass --data-root, the folder "
-                        f"holding it (its images are needed to skip pool images it already holds)")
-    return folder
-
-
 @dataclass
 class QuerySettings:
     """What a query is asked: the run whose best checkpoint predicts, the pool, the budget and how
@@ -213,7 +157,8 @@ def query_pool(asked: QuerySettings) -> Query:
     predicted classes with `balance`) and pseudo-label the confident rest."""
     predictor = Predictor.of_run(asked.run, device=asked.device, precision=asked.precision)
     record = predictor.record
-    dataset = run_dataset(asked.run, record, asked.data_root)
+    dataset = run_dataset(asked.run, asked.data_root, remedy="pass --data-root, the folder holding it (its images "
+                                                          "are needed to skip pool images it already holds)")
     workers, progress = asked.workers, asked.progress
     pool = read_pool(asked.pool, record.height, record.width, dataset_hashes(dataset, workers, progress), workers,
                      progress)
@@ -231,8 +176,8 @@ def query_pool(asked: QuerySettings) -> Query:
                             predictor.device, asked.cache_gb, workers, progress)
         train_counts = train_counts or train.split.class_counts()
     if kcenter:
-        logits, features = logits_and_features(predictor, images, asked.batchsize, workers, progress, desc="pool")
-        labelled_features = logits_and_features(predictor, train, asked.batchsize, workers, progress, desc="train")[1]
+        _, logits, features = predictor.predict_with_features(images, asked.batchsize, workers, progress, desc="pool")
+        labelled_features = predictor.predict_with_features(train, asked.batchsize, workers, progress, desc="train")[2]
     else:
         logits = predictor.predict(images, asked.batchsize, workers, progress, desc="pool")[1]
     probs = logits.softmax(dim=1).numpy()

@@ -59,6 +59,29 @@ class Predictor:
         """(labels, float32 logits) of every image of the set, in order, on the CPU."""
         return self.engine.predict(self.batches(image_set, workers), batch_size, progress, desc)
 
+    def classifier(self) -> torch.nn.Module:
+        """The model's classifier layer (get_model.classifier_layer): its input is the features."""
+        return get_model.classifier_layer(self.model)
+
+    def predict_with_features(self, image_set: ImageSet, batch_size: int = 128, workers: int = 2, progress=True,
+                              desc="predict") -> tuple:
+        """(labels, float32 logits, float32 penultimate-layer features) of every image of the set, in
+        order, on the CPU. The features are what the classifier layer receives, caught by a forward
+        hook; a convolutional classifier's input is averaged over its map."""
+        captured = []
+
+        def keep_input(module, inputs, output):
+            x = inputs[0].float()
+            captured.append((x.mean(dim=(2, 3)) if x.ndim == 4 else x).flatten(1))
+
+        handle = self.classifier().register_forward_hook(keep_input)
+        try:
+            labels, logits = self.predict(image_set, batch_size, workers, progress, desc)
+        finally:
+            handle.remove()
+        features = torch.cat(captured).cpu() if captured else torch.empty(0, 0)
+        return labels, logits, features
+
     def logits(self, images: torch.Tensor, mirrored=False) -> torch.Tensor:
         """float32 logits on the CPU of uint8 images (N, 3, H, W) of the record's size; with
         `mirrored`, the log of the mean probability of each image and its horizontal mirror."""

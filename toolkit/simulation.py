@@ -27,7 +27,6 @@ import torch
 from toolkit import acquisition, augment, data, engine, files, metrics, plots, recipes, runs, training
 from toolkit.plan import parse_args as parse_training_plan
 from toolkit.cli import UserError, counted, plural, progress_bar
-from toolkit.pool import logits_and_features
 from toolkit.predictor import Predictor
 
 CURVE_COLUMNS = ["strategy", "seed", "round", "labelled", "test_acc", "test_bacc", "tail_share",
@@ -183,7 +182,7 @@ class Simulation:
         scores = metrics.epoch_metrics(test_labels, test_logits)
         outcome = Outcome(scores["acc"], scores["bacc"])
         if predict_pool:
-            logits, features = logits_and_features(predictor, self.everything, args.batchsize, args.workers, False)
+            _, logits, features = predictor.predict_with_features(self.everything, args.batchsize, args.workers, False)
             outcome.probs, outcome.features = logits.softmax(dim=1).numpy(), features.numpy()
         shutil.rmtree(run_dir, ignore_errors=True)
         return outcome

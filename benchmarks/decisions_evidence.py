@@ -11,7 +11,8 @@ For each run: what 2_test.py --operating-point RARE:recall=0.9 --calibrate tempe
 below the run as 2_test.py writes them; then the
 shifted prior: the test split re-sampled (with replacement, 10 draws of 500 images) to the
 training prior reversed (the rarest class the most frequent) and to the balanced test's own
-(uniform) prior, decided by the calibrated argmax with and without EM's prior adaptation.
+(uniform) prior, decided by the calibrated argmax with and without EM's prior adaptation (and EM on
+the uncalibrated probabilities, to see what calibration gives it).
 Every figure: the mean over the runs with a Student-t 95% interval; the *_gain and *_change
 columns are differences within each run (paired).
 """
@@ -62,7 +63,9 @@ def main(argv=None) -> int:
                                ("ece_change", "ece_after", "ece_before"),
                                ("reversed_acc_gain", "reversed_acc_adapted", "reversed_acc"),
                                ("reversed_bacc_change", "reversed_bacc_adapted", "reversed_bacc"),
-                               ("uniform_acc_gain", "uniform_acc_adapted", "uniform_acc")):
+                               ("uniform_acc_gain", "uniform_acc_adapted", "uniform_acc"),
+                               ("reversed_calibration_gain", "reversed_acc_adapted",
+                                "reversed_acc_adapted_uncalibrated")):
         table[gain] = table[ours] - table[theirs]  # paired by run: the interval of the difference
     pd.set_option("display.width", 200)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
@@ -107,9 +110,13 @@ def shifted_prior(run_dir: Path, data_root) -> dict:
             drawn = rng.multinomial(DRAWN_IMAGES, prior)
             chosen = np.concatenate([rng.choice(np.flatnonzero(labels == c), size=n) for c, n in enumerate(drawn)])
             estimated, adapted, _ = decisions.estimate_prior(probs[chosen], train_prior)
+            _, uncalibrated, _ = decisions.estimate_prior(decisions.calibrated(logits[chosen]), train_prior)
             truth = labels[chosen]
-            figures.append({f"{name}_acc": accuracy(truth, probs[chosen]), f"{name}_acc_adapted": accuracy(truth, adapted),
-                            f"{name}_bacc": balanced(truth, probs[chosen]), f"{name}_bacc_adapted": balanced(truth, adapted),
+            figures.append({f"{name}_acc": accuracy(truth, probs[chosen]),
+                            f"{name}_acc_adapted": accuracy(truth, adapted),
+                            f"{name}_acc_adapted_uncalibrated": accuracy(truth, uncalibrated),
+                            f"{name}_bacc": balanced(truth, probs[chosen]),
+                            f"{name}_bacc_adapted": balanced(truth, adapted),
                             f"{name}_prior_error": 100 * np.abs(estimated - drawn / drawn.sum()).sum() / 2})
         results.update(pd.DataFrame(figures).mean().to_dict())
     return results

@@ -126,7 +126,8 @@ def judge(out_dir: Path, chosen: Chosen, labels, logits, valid_labels, valid_log
     row = {}
     if chosen.point is not None:
         c, threshold = decision.threshold
-        row.update({"class": names[c], "target": f"{chosen.point.kind}={chosen.point.target:g}", "threshold": threshold})
+        row.update({"class": names[c], "target": f"{chosen.point.kind}={chosen.point.target:g}",
+                    "threshold": threshold})
         for prefix, decided_by in (("", decided), ("argmax_", argmax)):
             figures = decisions.class_figures_with_intervals(labels, decided_by, c, bootstrap)
             row.update({prefix + name: value for name, value in figures.items()})
@@ -144,7 +145,8 @@ def write_files(out_dir, chosen, row, labels, logits, probs, decided, valid_labe
     files.write_csv(out_dir / "decision_metrics.csv", [row])
     confusion = metrics.confusion_matrix(labels, decided, len(names))
     files.write_csv(out_dir / "decision_confusion_matrix.csv",
-                    [{"true \\ decided": n, **dict(zip(names, counts))} for n, counts in zip(names, confusion.tolist())])
+                    [{"true \\ decided": n, **dict(zip(names, counts))}
+                     for n, counts in zip(names, confusion.tolist())])
     plots.confusion_matrix(confusion, names, out_dir / "decision_confusion_matrix.svg")
     files.write_csv(out_dir / "predictions.csv", prediction_rows(paths, probs, names, decided, labels))
     marked = None

@@ -84,7 +84,9 @@ def choose_threshold(labels, probs, point: OperatingPoint) -> Threshold:
         value, met = float(np.sort(scores[positive])[::-1][needed - 1]), True
     else:
         candidates = np.unique(scores)  # precision changes only at a score some image has
-        precisions = np.array([positive[scores >= t].mean() for t in candidates])
+        decided = len(scores) - np.searchsorted(np.sort(scores), candidates, side="left")  # images with score >= t
+        hits = positive.sum() - np.searchsorted(np.sort(scores[positive]), candidates, side="left")
+        precisions = hits / decided
         reached = np.flatnonzero(precisions >= point.target - 1e-12)
         met = len(reached) > 0
         value = float(candidates[reached[0]] if met else candidates[np.argmax(precisions)])

@@ -138,7 +138,8 @@ def print_decision(tested: chosen_decisions.DecisionTested):
     chosen, row, scores = tested.chosen, tested.row, tested.scores
     if chosen.decision.temperature != 1.0:
         print(f"temperature {chosen.decision.temperature:.4g} (fit on the valid split): test ECE "
-              f"{row['ece_before']:.2f}% -> {row['ece_after']:.2f}%, NLL {row['nll_before']:.4f} -> {row['nll_after']:.4f}")
+              f"{row['ece_before']:.2f}% -> {row['ece_after']:.2f}%, "
+              f"NLL {row['nll_before']:.4f} -> {row['nll_after']:.4f}")
     if chosen.point is not None:
         saved = chosen.chosen_files[chosen_decisions.OPERATING_POINT_FILE]
         print(f"operating point {chosen.point}: threshold {row['threshold']:.4g} on p({row['class']}), chosen on the "

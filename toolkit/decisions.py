@@ -287,7 +287,7 @@ def precision_recall_curves(labels, probs) -> list:
 
 # ---------------------------------------------------------------- what a deployment applies
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: a cost matrix (an array) has no truth value to compare by
 class Decision:
     """The temperature and the rule a deployment applies to a model's logits: a threshold on one
     class's probability (`threshold` = (class index, t)), the Bayes decision of a cost matrix

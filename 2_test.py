@@ -6,13 +6,16 @@
 The work is toolkit/evaluation.py's: the files it writes (with 95% bootstrap intervals, seeded),
 the post-hoc corrections (RUN/logit-adjusted/, RUN/tau-normalised/), and the rule that the run's
 own test is only rewritten by a test set as it was (others go to RUN/bootstrap-0/, RUN/data-.../).
+A decision chosen on the valid split and judged on test goes into a folder of its own too:
+--operating-point 9:recall=0.9 (RUN/operating-point-9-recall-0.9/), --costs FILE (RUN/costs-NAME/),
+--calibrate temperature (RUN/calibrated/, or a calibrated-... prefix); see docs/decisions.md.
 """
 import dataclasses
 import sys
 from pathlib import Path
 
 import get_model
-from toolkit import arguments, cli, engine, evaluation, metrics, runs
+from toolkit import arguments, chosen_decisions, cli, engine, evaluation, metrics, runs
 
 
 def parse_args(argv=None):
@@ -42,6 +45,18 @@ def parse_args(argv=None):
                    help="post-hoc tau-normalisation (Kang et al. 2020): the classifier's per-class rows divided by "
                         "their norm^TAU, the bias dropped; auto: the TAU of 0, 0.1, ..., 2 with the best valid bacc "
                         "(the test split is not used to choose it); writes into RUN/tau-normalised/ (default: off)")
+    p.add_argument("--operating-point", metavar="CLASS:recall=R",
+                   help="decide CLASS when its probability reaches a threshold chosen on the valid split: the "
+                        "largest with valid recall >= R (CLASS:recall=R), or the smallest with valid precision >= P "
+                        "(CLASS:precision=P), else the most probable other class; writes into "
+                        "RUN/operating-point-CLASS-recall-R/ (default: off)")
+    p.add_argument("--costs", type=Path, metavar="FILE",
+                   help="a CSV cost matrix (header and first column: class names; row: true class, column: "
+                        "decided class): decide the class of least expected cost; writes into RUN/costs-NAME/")
+    p.add_argument("--calibrate", choices=("temperature",),
+                   help="one temperature fit on the valid split by NLL; ECE and NLL before and after; "
+                        "--operating-point and --costs then use the calibrated probabilities (writes into "
+                        "RUN/calibrated/ or a calibrated-... folder)")
     arguments.add_device(p)
     arguments.add_threads(p)
     arguments.add_workers(p)
@@ -64,7 +79,18 @@ def parse_args(argv=None):
     if args.logit_adjust is not None and args.tau_norm is not None:
         raise cli.UserError("--logit-adjust and --tau-norm are two post-hoc corrections with folders of their own; "
                             "run 2_test.py once with each")
+    if args.operating_point is not None and args.costs is not None:
+        raise cli.UserError("--operating-point and --costs are two decision rules; test each in a run of its own")
+    if (args.logit_adjust is not None or args.tau_norm is not None) and deciding(args):
+        raise cli.UserError("--operating-point, --costs and --calibrate decide on the model's own probabilities; "
+                            "leave out --logit-adjust and --tau-norm")
+    if args.costs is not None and not args.costs.is_file():
+        raise cli.UserError(f"--costs {args.costs}: no such file")
     return args
+
+
+def deciding(args) -> bool:
+    return args.operating_point is not None or args.costs is not None or args.calibrate is not None
 
 
 def tau_or_auto(text: str):
@@ -78,6 +104,10 @@ def test(argv=None):
                                         args.objective, args.datetime)
     names = [f.name for f in dataclasses.fields(evaluation.Options) if f.name != "progress"]
     options = evaluation.Options(**{name: getattr(args, name) for name in names}, progress=not args.no_progress)
+    if deciding(args):
+        print_decision(chosen_decisions.evaluate(run_dir, options, args.operating_point, args.costs,
+                                                 args.calibrate is not None))
+        return 0
     tested = evaluation.evaluate(run_dir, options)
     settings, scores, adjusted = tested.settings, tested.scores, tested.correction.columns
     if tested.correction.chosen:
@@ -100,6 +130,35 @@ def test(argv=None):
     if tested.out_dir != tested.canonical_dir:
         print(f"(this test is set otherwise than the one in {tested.canonical_dir}, which is kept)")
     return 0
+
+
+def print_decision(tested: chosen_decisions.DecisionTested):
+    chosen, row, scores = tested.chosen, tested.row, tested.scores
+    if chosen.decision.temperature != 1.0:
+        print(f"temperature {chosen.decision.temperature:.4g} (fit on the valid split): test ECE "
+              f"{row['ece_before']:.2f}% -> {row['ece_after']:.2f}%, "
+              f"NLL {row['nll_before']:.4f} -> {row['nll_after']:.4f}")
+    if chosen.point is not None:
+        saved = chosen.chosen_files[chosen_decisions.OPERATING_POINT_FILE]
+        print(f"operating point {chosen.point}: threshold {row['threshold']:.4g} on p({row['class']}), chosen on the "
+              f"valid split (recall {saved['valid']['recall']:.2f}, precision "
+              f"{metrics.format_value(saved['valid']['precision'])})"
+              + ("" if saved["target_reached_on_valid"] else f"; no threshold reaches {chosen.point.kind} "
+                 f"{chosen.point.target:g} on the valid split: the best one is used"))
+        for name in ("recall", "precision", "false_positive_rate"):
+            print(f"  test {name:<19} {interval(row, name)}   argmax {interval(row, 'argmax_' + name)}")
+    if chosen.decision.costs is not None:
+        print(f"mean cost per image: {interval(row, 'cost')}   argmax {interval(row, 'argmax_cost')}   "
+              f"difference {interval(row, 'cost_difference')}")
+    print(f"under the rule: bacc {interval(row, 'bacc')}, macro F1 {interval(row, 'macro_f1')}, worst class "
+          f"{row['worst_class']} recall {row['worst_recall']:.2f}   (argmax: bacc {interval(scores, 'bacc')})")
+    print(f"[95% intervals: stratified bootstrap over the {cli.counted(tested.images, 'test image')}]")
+    print(f"wrote {', '.join(sorted(p.name for p in tested.out_dir.iterdir() if p.is_file()))} "
+          f"into {tested.out_dir}")
+
+
+def interval(row: dict, name: str) -> str:
+    return metrics.format_value(row[name], row.get(name + "_ci_low"), row.get(name + "_ci_high"))
 
 
 def main(argv=None) -> int:

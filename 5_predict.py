@@ -3,17 +3,24 @@
     python 5_predict.py --run logs/ResNet32/digits-lt/ERM/2026-11-22-05-28-42 photos/ more.png
     python 5_predict.py --run logs/ResNet32/digits-lt/ERM/2026-11-22-05-28-42 --export onnx
 
+    python 5_predict.py --run RUN --operating-point RUN/operating-point-9-recall-0.9 photos/
+    python 5_predict.py --run RUN --costs costs.csv --calibrate --adapt-prior photos/
+
 Predictions go to predictions.csv (path, predicted class, its probability, the top-5 classes and
 probabilities); exit code 0, or 1 when some files could not be read (listed on stderr, skipped).
-The export writes model.onnx and classes.json into the run directory and checks model.onnx
-against PyTorch with onnxruntime.
+A decision 2_test.py chose (--operating-point DIR, --costs FILE, --calibrate) adds a `decision`
+column and makes the probabilities the calibrated ones; --adapt-prior re-weights them to the class
+prior EM estimates from the images predicted (docs/decisions.md).
+The export writes model.onnx and classes.json (with the temperature and the decision rule) into
+the run directory and checks model.onnx against PyTorch with onnxruntime.
 """
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from toolkit import arguments, cli, engine, export, files, images, metrics, runs
+from toolkit import arguments, chosen_decisions, cli, decisions, engine, export, files, images, metrics, runs
 from toolkit.predictor import Predictor
 
 EXIT_SKIPPED = 1
@@ -34,6 +41,16 @@ def parse_args(argv=None):
     arguments.add_device(p, precision="fp32")
     arguments.add_threads(p)
     arguments.add_workers(p, at_least_one=True)
+    p.add_argument("--operating-point", type=Path, metavar="DIR",
+                   help="apply the threshold (and temperature) 2_test.py --operating-point chose and saved in DIR, "
+                        "e.g. RUN/operating-point-9-recall-0.9")
+    p.add_argument("--costs", type=Path, metavar="FILE",
+                   help="decide the class of least expected cost under this CSV cost matrix (as 2_test.py --costs)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="divide the logits by the temperature 2_test.py --calibrate temperature fit on the valid split")
+    p.add_argument("--adapt-prior", action="store_true",
+                   help="estimate the class prior of the images predicted by EM (Saerens et al. 2002) and re-weight "
+                        "the probabilities to it; writes the estimated and the training prior beside the predictions")
     p.add_argument("--export", choices=("onnx",),
                    help="write model.onnx and classes.json and check them with onnxruntime, instead of predicting")
     p.add_argument("--export-dir", type=Path, metavar="DIR",
@@ -46,16 +63,45 @@ def parse_args(argv=None):
                             "or pass --export onnx")
     if args.export and args.tta:
         raise cli.UserError("--tta applies to predictions, not to --export; leave one of them out")
+    if args.operating_point is not None and args.costs is not None:
+        raise cli.UserError("--operating-point and --costs are two decision rules; apply one of them")
+    if args.adapt_prior and (args.export or args.operating_point is not None):
+        raise cli.UserError("--adapt-prior estimates the prior of the images predicted: not for --export, nor for an "
+                            "--operating-point, whose threshold keeps its recall only on the probabilities it was "
+                            "chosen on; use it alone or with --costs")
     return args
+
+
+def chosen_decision(args, class_names) -> decisions.Decision:
+    """The decision the arguments name, read before any image is: a saved operating point (its own
+    temperature), a cost matrix, the saved temperature, or the plain argmax."""
+    temperature = chosen_decisions.saved_temperature(args.run) if args.calibrate else 1.0
+    if args.operating_point is not None:
+        decision = chosen_decisions.saved_operating_point(args.operating_point, class_names)
+        if args.calibrate and decision.temperature == 1.0:
+            raise cli.UserError(f"the threshold in {args.operating_point} was chosen on uncalibrated probabilities; "
+                                f"leave out --calibrate, or choose it again with 2_test.py --calibrate temperature "
+                                f"--operating-point ...")
+        return decision
+    if args.costs is not None:
+        return decisions.Decision(tuple(class_names), temperature,
+                                  costs=decisions.read_cost_matrix(args.costs, class_names))
+    return decisions.Decision(tuple(class_names), temperature)
+
+
+def deciding(args) -> bool:
+    return args.operating_point is not None or args.costs is not None or args.calibrate
 
 
 def predict(argv=None):
     args = parse_args(argv)
     engine.use_threads(args.threads)
     if args.export:
-        return export_run(args, Predictor.of_run(args.run, device="cpu", precision="fp32"))
+        predictor = Predictor.of_run(args.run, device="cpu", precision="fp32")
+        return export_run(args, predictor, chosen_decision(args, predictor.record.class_names))
 
     predictor = Predictor.of_run(args.run, device=args.device, precision=args.precision)
+    decision = chosen_decision(args, predictor.record.class_names)
     paths, skipped = images.find_images(args.images)
     record = predictor.record
     print(f"{predictor.path}: {cli.counted(len(paths), 'image')}, device {predictor.device}, "
@@ -71,11 +117,34 @@ def predict(argv=None):
     report_skipped(skipped)
     if not predicted:
         raise cli.UserError(f"none of the {cli.counted(len(paths), 'image')} could be read; nothing to predict")
-    rows = metrics.prediction_rows(predicted, torch.cat(logits), record.class_names)
+    logits = torch.cat(logits).double().numpy()
+    if deciding(args) or args.adapt_prior:
+        probs = decision.probabilities(logits)
+        if args.adapt_prior:
+            probs = adapted(args, probs, record)
+        rows = chosen_decisions.prediction_rows(predicted, probs, record.class_names, decision.decide(probs))
+    else:
+        rows = metrics.prediction_rows(predicted, logits, record.class_names)
     files.write_csv(args.output, rows)
     print(f"wrote {args.output}: {cli.counted(len(rows), 'prediction')}"
           + (f", {cli.counted(len(skipped), 'file')} skipped" if skipped else ""))
     return EXIT_SKIPPED if skipped else 0
+
+
+def adapted(args, probs, record) -> np.ndarray:
+    """--adapt-prior: the probabilities re-weighted to the prior EM estimates from these images;
+    the estimated prior is printed beside the training one and written beside the predictions."""
+    train_prior = np.asarray(record.class_counts, dtype=np.float64) / sum(record.class_counts)
+    prior, probs, iterations = decisions.estimate_prior(probs, train_prior)
+    path = args.output.with_name(f"{args.output.stem}_prior.csv")
+    files.write_csv(path, [{"class": name, "training_prior": 100 * t, "estimated_prior": 100 * e}
+                           for name, t, e in zip(record.class_names, train_prior, prior)])
+    print(f"class prior (%), training -> estimated from these images by EM ({iterations} iterations"
+          f"{'' if args.calibrate else '; calibrated probabilities (--calibrate) estimate it better'}):")
+    for name, t, e in zip(record.class_names, train_prior, prior):
+        print(f"  {name:<12} {100 * t:6.2f} -> {100 * e:6.2f}")
+    print(f"wrote {path}")
+    return probs
 
 
 def report_skipped(skipped: list):
@@ -87,11 +156,11 @@ def report_skipped(skipped: list):
 
 # ---------------------------------------------------------------- export
 
-def export_run(args, predictor: Predictor) -> int:
+def export_run(args, predictor: Predictor, decision: decisions.Decision) -> int:
     folder = args.export_dir or args.run
     record = predictor.record
     check, source = export.check_images(args.run, args.images, record.height, record.width, args.workers)
-    difference = export.export_onnx(predictor.model, predictor.checkpoint, folder, check, args.batchsize)
+    difference = export.export_onnx(predictor.model, predictor.checkpoint, folder, check, args.batchsize, decision)
     print(f"wrote {folder / 'model.onnx'} (input {export.INPUT_NAME}: float32 RGB 0-255, N x 3 x {record.height} "
           f"x {record.width}; output {export.OUTPUT_NAME}: N x {len(record.class_names)}) and {folder / 'classes.json'}")
     print(f"onnxruntime vs PyTorch on {source}: max abs difference of the probabilities "

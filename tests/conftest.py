@@ -106,7 +106,8 @@ def tiny(roots, run):
 
 # what 2_test.py writes into a run directory: other tests test the shared run in place
 TEST_OUTPUTS = ("test_metrics.csv", "per_class.csv", "predictions.csv", "confusion_matrix.*", "reliability.svg",
-                "test_settings.json", "logit-adjusted", "tau-normalised", "bootstrap-*", "shots-*", "data-*")
+                "pr_curves.svg", "test_settings.json", "logit-adjusted", "tau-normalised", "bootstrap-*", "shots-*",
+                "data-*")
 
 
 def copy_untested(logs: Path, target: Path) -> None:

@@ -199,7 +199,7 @@ def test_per_class_is_sorted_head_to_tail_and_keeps_absent_classes():
     names = ["cat", "dog", "eel", "fox"]
     train_counts = [20, 500, 20, 100]  # head to tail: dog, fox, cat, eel (tie cat/eel keeps class order)
     table = metrics.per_class(LABELS, LOGITS, names, train_counts)
-    assert list(table.columns) == ["class", "train_count", "support", "precision", "recall", "f1", "auc"]
+    assert list(table.columns) == ["class", "train_count", "support", "precision", "recall", "f1", "auc", "ap"]
     assert table["class"].tolist() == ["dog", "fox", "cat", "eel"]
     assert table["train_count"].tolist() == [500, 100, 20, 20]
     assert table["support"].tolist() == [4, 0, 5, 3]
@@ -215,6 +215,14 @@ def test_per_class_is_sorted_head_to_tail_and_keeps_absent_classes():
     for c in PRESENT:
         assert by_name.loc[names[c], "auc"] == pytest.approx(100 * skm.roc_auc_score(LABELS == c, probs[:, c]))
     assert math.isnan(by_name.loc["fox", "auc"])  # class 3 has no test sample
+    assert math.isnan(by_name.loc["fox", "ap"])
+
+
+def test_average_precision_by_hand():
+    # p(b) ranks b, a, b, a: precision 1 at recall 1/2, then 2/3 at recall 1: AP = (1 + 2/3) / 2
+    p_b = np.array([0.9, 0.8, 0.7, 0.1])
+    table = metrics.per_class([1, 0, 1, 0], np.log(np.stack([1 - p_b, p_b], axis=1)), ["a", "b"], [1, 1])
+    assert table.set_index("class").loc["b", "ap"] == pytest.approx(100 * 5 / 6)
 
 
 def test_head_to_tail_order_is_stable():

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
-from toolkit import cli, data, files, metrics, plots, runs
+from toolkit import cli, data, decisions, files, metrics, plots, runs
 from toolkit.predictor import PredictionSettings, Predictor
 
 BOOTSTRAP = 1000
 SHOT_THRESHOLDS = (100, 20)
 SETTINGS_FILE = "test_settings.json"
 TEST_FILES = ("test_metrics.csv", "per_class.csv", "predictions.csv", "confusion_matrix.csv", "confusion_matrix.svg",
-              "reliability.svg", SETTINGS_FILE)
+              "reliability.svg", "pr_curves.svg", SETTINGS_FILE)
 POST_HOC_COLUMNS = ("tau", "tau_norm")  # how --logit-adjust and --tau-norm changed the logits
 LOGIT_ADJUSTED, TAU_NORMALISED = runs.POST_HOC  # their folders below the run
 
@@ -232,6 +232,8 @@ def write_test(out_dir: Path, subject: Subject, settings: dict, labels, logits) 
                     [{"true \\ predicted": n, **dict(zip(names, row))} for n, row in zip(names, confusion.tolist())])
     plots.confusion_matrix(confusion, names, out_dir / "confusion_matrix.svg", metrics.head_to_tail_order(counts))
     plots.reliability_diagram(metrics.reliability_bins(labels, logits), scores["ece"], out_dir / "reliability.svg")
+    plots.pr_curves(decisions.precision_recall_curves(labels, decisions.calibrated(logits)), names,
+                    out_dir / "pr_curves.svg")
     files.write_json(out_dir / SETTINGS_FILE, settings)
     return scores
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from toolkit import data, evaluation, images
 from toolkit.cli import UserError, counted
+from toolkit.decisions import Decision
 from toolkit.files import write_atomically, write_json
 from toolkit.record import Checkpoint, RunRecord
 
@@ -26,19 +27,24 @@ CHECK_IMAGES = 256  # the parity check uses at most this many images, spread ove
 
 
 class DeployedModel(nn.Module):
-    """0-255 RGB images -> class probabilities: the training normalisation and a softmax around the model."""
+    """0-255 RGB images -> class probabilities: the training normalisation and a softmax (of the
+    logits divided by the temperature, when one was fit) around the model. The temperature is
+    inside because float32 probabilities cannot be re-scaled afterwards: a class whose logit
+    trails by 104 has probability 0, which no temperature brings back."""
 
-    def __init__(self, model: nn.Module, mean, std):
+    def __init__(self, model: nn.Module, mean, std, temperature: float = 1.0):
         super().__init__()
         self.normalise = data.Normalise(mean, std)
         self.model = model
+        self.temperature = temperature
 
     def forward(self, images):
-        return self.model(self.normalise(images)).softmax(dim=1)
+        logits = self.model(self.normalise(images))
+        return (logits if self.temperature == 1.0 else logits / self.temperature).softmax(dim=1)
 
 
-def deployed_model(model: nn.Module, record: RunRecord) -> DeployedModel:
-    return DeployedModel(model, record.mean, record.std).to("cpu", torch.float32).eval()
+def deployed_model(model: nn.Module, record: RunRecord, temperature: float = 1.0) -> DeployedModel:
+    return DeployedModel(model, record.mean, record.std, temperature).to("cpu", torch.float32).eval()
 
 
 def write_onnx(deployed: DeployedModel, path: Path, height: int, width: int):
@@ -74,13 +80,16 @@ def max_difference(onnx_path: Path, deployed: DeployedModel, images: torch.Tenso
 
 
 def export_onnx(model: nn.Module, checkpoint: Checkpoint, folder: Path, check_images: torch.Tensor,
-                batch_size: int = 128) -> float:
+                batch_size: int = 128, decision=None) -> float:
     """Write folder/model.onnx and folder/classes.json; returns the parity check's difference.
 
     The model is exported to a temporary file and checked on `check_images` (uint8, N x 3 x H x W);
-    only a file that passes replaces model.onnx. A failed check raises a UserError."""
+    only a file that passes replaces model.onnx. A failed check raises a UserError. `decision` (a
+    decisions.Decision): its temperature goes inside model.onnx, its rule into classes.json, to be
+    applied to model.onnx's probabilities (docs/decisions.md has the onnxruntime code)."""
     record = checkpoint.record
-    deployed = deployed_model(model, record)
+    decision = decision or Decision(tuple(record.class_names))
+    deployed = deployed_model(model, record, decision.temperature)
     found = {}
 
     def write_and_check(tmp):
@@ -92,13 +101,18 @@ def export_onnx(model: nn.Module, checkpoint: Checkpoint, folder: Path, check_im
                             f"images; model.onnx was not written")
 
     write_atomically(Path(folder) / "model.onnx", write_and_check)
-    write_json(Path(folder) / "classes.json", model_description(checkpoint))
+    write_json(Path(folder) / "classes.json", model_description(checkpoint, decision))
     return found["difference"]
 
 
-def model_description(checkpoint: Checkpoint) -> dict:
-    """classes.json: what model.onnx expects and returns."""
+def model_description(checkpoint: Checkpoint, decision=None) -> dict:
+    """classes.json: what model.onnx expects and returns, and the decision to apply to its output
+    (the argmax at temperature 1 when none was chosen)."""
     record = checkpoint.record
+    decision = decision or Decision(tuple(record.class_names))
+    described = {**decision.description(),
+                 "note": "the temperature is already inside model.onnx: its probabilities are softmax(logits / "
+                         "temperature); apply the rule to them"}
     return {
         "class_names": record.class_names,
         "input": {"name": INPUT_NAME, "shape": ["batch", 3, record.height, record.width], "dtype": "float32",
@@ -110,6 +124,7 @@ def model_description(checkpoint: Checkpoint) -> dict:
                           "note": "already inside model.onnx: (x / 255 - mean) / std per channel"},
         "model_index": record.model_index, "model_name": record.model_name,
         "dataset": record.dataset, "objective": record.objective, "epoch": checkpoint.epoch,
+        "decision": described,
     }
 
 

@@ -197,8 +197,9 @@ def describe_shot_groups(train_counts, shot_thresholds, class_names, listed=6) -
 def per_class(labels, logits, class_names, train_counts) -> pd.DataFrame:
     """One row per class in class_names, sorted by train_count descending (ties keep class order).
 
-    Columns: class, train_count, support (test count), precision, recall, f1, auc (all in %);
-    a class absent from the test labels has support 0, recall 0 and auc NaN.
+    Columns: class, train_count, support (test count), precision, recall, f1, auc, ap (average
+    precision of the class's probability, scikit-learn's; all in %); a class absent from the test
+    labels has support 0, recall 0, auc and ap NaN.
     """
     labels, logits = _as_numpy(labels, logits)
     train_counts = _counts_per_class(train_counts, logits.shape[1])
@@ -216,6 +217,8 @@ def per_class(labels, logits, class_names, train_counts) -> pd.DataFrame:
         "recall": 100.0 * recall,
         "f1": 100.0 * f1,
         "auc": [_one_vs_rest_auc(labels, probs, c) for c in classes],
+        "ap": [100.0 * skm.average_precision_score(labels == c, probs[:, c]) if (labels == c).any() else math.nan
+               for c in classes],
     })
     return table.iloc[head_to_tail_order(train_counts)].reset_index(drop=True)
 

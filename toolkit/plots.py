@@ -129,18 +129,21 @@ def reliability_diagram(bins: pd.DataFrame, ece: float, path):
     `bins` is metrics.reliability_bins (percent); `ece` is in percent.
     """
     fig, ax = _figure(figsize=(5, 5))
+    _reliability_axes(ax, bins, f"accuracy (ECE = {ece:.2f}%)")
+    _save(fig, path)
+
+
+def _reliability_axes(ax, bins: pd.DataFrame, label: str):
     centres, widths = (bins["lo"] + bins["hi"]) / 2, bins["hi"] - bins["lo"]
     counts_ax = ax.twinx()
     counts_ax.bar(centres, bins["count"], width=widths, color="grey", alpha=0.15)
     counts_ax.set_ylabel("samples")
     ax.set_zorder(counts_ax.get_zorder() + 1)  # accuracy bars in front of the histogram
     ax.patch.set_visible(False)
-    ax.bar(centres, bins["accuracy"].fillna(0), width=widths, edgecolor="black", alpha=0.8,
-           label=f"accuracy (ECE = {ece:.2f}%)")
+    ax.bar(centres, bins["accuracy"].fillna(0), width=widths, edgecolor="black", alpha=0.8, label=label)
     ax.plot([0, 100], [0, 100], linestyle="--", color="grey", label="perfect calibration")
     ax.set(xlim=(0, 100), ylim=(0, 100), xlabel="confidence (%)", ylabel="accuracy (%)")
     ax.legend(loc="upper left")
-    _save(fig, path)
 
 
 @styled
@@ -294,4 +297,39 @@ def active_learning_curve(curve: pd.DataFrame, path, labels=None):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
+    _save(fig, path)
+
+
+@styled
+def pr_curves(curves: list, class_names, path, valid_curves=None, marked=None):
+    """pr_curves.svg: precision against recall (%) of each class's probability, one colour a class,
+    test solid and validation dashed (`curves`, `valid_curves`: decisions.precision_recall_curves);
+    `marked` = (class index, recall, precision, label) puts the operating point on its curve."""
+    fig, ax = _figure(figsize=(7, 5.5))
+    colours = matplotlib.colormaps["tab20" if len(class_names) > 10 else "tab10"]
+    for c, name in enumerate(class_names):
+        colour = colours(c % colours.N)
+        if curves[c] is not None:
+            ax.plot(*curves[c], color=colour, linewidth=1.2, label=str(name), drawstyle="steps-post")
+        if valid_curves is not None and valid_curves[c] is not None:
+            ax.plot(*valid_curves[c], color=colour, linewidth=0.8, linestyle="--", drawstyle="steps-post")
+    if marked is not None:
+        c, recall, precision, label = marked
+        ax.plot([recall], [precision], marker="o", markersize=9, markerfacecolor="none", markeredgewidth=2,
+                color=colours(c % colours.N), linestyle="none", label=label)
+    ax.set(xlim=(0, 101), ylim=(0, 101), xlabel="recall (%)", ylabel="precision (%)",
+           title="test (solid)" + (", validation (dashed)" if valid_curves is not None else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(class_names) > 12 else 1, loc="lower left")
+    _save(fig, path)
+
+
+@styled
+def reliability_before_after(before: pd.DataFrame, after: pd.DataFrame, ece_before: float, ece_after: float,
+                             temperature: float, path):
+    """reliability.svg of a calibrated test: accuracy per confidence bin before (left) and after
+    (right) dividing the logits by the temperature; bins as metrics.reliability_bins gives them."""
+    fig, axes = _figure(1, 2, figsize=(11, 5))
+    _reliability_axes(axes[0], before, f"before (ECE = {ece_before:.2f}%)")
+    _reliability_axes(axes[1], after, f"after, temperature {temperature:.3g} (ECE = {ece_after:.2f}%)")
     _save(fig, path)

@@ -246,3 +246,17 @@ def test_linear_refuses_a_network_whose_classifier_is_not_its_last_layer(tiny, r
                          *SMALL, *tiny.data_args)
     assert code == 2 and "classifier layer is not its last" in err
     assert not tiny.logs.exists()
+
+
+def test_a_search_on_cached_features_draws_no_mixup_and_computes_the_features_once(tiny, run, tmp_path):
+    torch.manual_seed(6)
+    start = tmp_path / "start.pth"
+    torch.save(get_model.build_model(41, 3).state_dict(), start)
+    argv = [*TRAIN_ARGS, *tiny.data_args, "--pretrained", start, "--finetune", "linear", "--objectives", "ERM", "LA",
+            "--trials", "3", "--finalists", "0", "--pruner", "none"]
+    code, out, err = run("7_search", *argv)
+    assert code == 0, err
+    trials = runs.list_runs(tiny.logs / "ResNet20")
+    assert len(trials) == 3 and all(d.parent.name.endswith("-linear") for d in trials)  # e.g. LA-SAM-linear
+    assert all(json.loads((d / "args.json").read_text())["mixup"] is None for d in trials)
+    assert len(list((tiny.data / "tiny" / ".cache").glob("features-*.pt"))) == 2  # train and valid, once

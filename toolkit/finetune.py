@@ -8,6 +8,7 @@ classifier stays the model's own layer, so a checkpoint holds the whole network 
 5_predict.py and the export use it as any other run's.
 """
 import hashlib
+import time
 from dataclasses import dataclass
 
 import torch
@@ -108,8 +109,12 @@ def feature_batches(model, batches: data.Batches, model_name: str, batch_size: i
         path = data.cache_dir(split) / f"features-{split.name}-{'x'.join(map(str, image_set.size))}-{key[:16]}.pt"
         features = read_cached(path, key)
         if features is None:
+            started = time.monotonic()
             features = compute_features(model, batches, batch_size, progress)
             data.try_write(path, lambda target: save_tensors(target, {"fingerprint": key, "features": features}))
+            if progress:
+                print(f"--finetune linear: features of the {len(features)} {split.name} images computed in "
+                      f"{time.monotonic() - started:.1f}s, cached in {path}")
     device = image_set.labels.device
     return FeatureBatches(features.to(device), image_set.labels, batches.num_classes)
 

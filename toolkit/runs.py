@@ -165,15 +165,16 @@ def resolve_resume(value: str, logs_root: Path, model, dataset, recipe) -> Path:
         raise UserError(f"--resume {value}: no run directory there (it holds no args.json), and it is not "
                         f"a datetime YYYY-MM-DD-HH-MM-SS")
     if model is None or dataset is None:
-        raise UserError(f"--resume {value} needs --model_index (or --model), --dataset (and --objective) to find "
-                        f"the run; or pass the run directory itself")
+        raise UserError(f"--resume {value} needs --model_index, --dataset (and --objective) to find the run "
+                        f"(--model for a network by name); or pass the run directory itself")
     return find_run(logs_root, get_model.model_name(model), dataset, recipe, value)
 
 
 def check_resumable(record: RunRecord, model: int | str, class_names: list):
     """Refuse a checkpoint of another model or class list, saying which differs."""
     if record.model != model:
-        raise UserError(f"the checkpoint is of model {record.model}, not {model}")
+        what = "model_index" if isinstance(model, int) and isinstance(record.model, int) else "model"
+        raise UserError(f"the checkpoint is of {what} {record.model}, not {model}")
     stored = record.class_names
     if len(stored) != len(class_names):
         raise UserError(f"the checkpoint has {len(stored)} classes, the dataset {len(class_names)}: "

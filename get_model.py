@@ -124,16 +124,22 @@ def build_model(model: int | str, num_classes: int, height: int = 32, width: int
 
 
 def probe_input_size(model: nn.Module, name: str, height: int, width: int):
-    """A forward pass on two blank images: a model whose smallest size is not in the table is
-    refused at a size it cannot take with the same clear error, before any image is decoded."""
-    training = model.training
+    """A model whose smallest size is not in the table is refused at a size it cannot take with the
+    same clear error, before any image is decoded."""
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(2, 3, height, width))
+        blank_forward(model, height, width)
     except Exception as e:  # a too-small map fails deep inside the model, with its own message
         raise UserError(f"{name} cannot take {height}x{width} images ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:160]}); pass a larger --height and --width, e.g. its "
                         f"pretrained size ({recommended_size(name)})") from None
+
+
+def blank_forward(model: nn.Module, height: int, width: int):
+    """A forward pass of two blank images in eval mode, the model's mode restored after."""
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, 3, height, width))
     finally:
         model.train(training)
 
@@ -271,13 +277,6 @@ def recommended_size(name: str) -> str:
         return "no pretrained size"
 
 
-def load_imagenet(model: nn.Module, spec: ModelSpec) -> tuple:
-    """Load the model's ImageNet weights into it, its classifier left new for the dataset's
-    classes; (the weights, the counts as load_pretrained returns them)."""
-    weights = imagenet_weights(spec)
-    return weights, load_matching(model, weights.fetch(), f"the ImageNet weights {weights.name}", None)
-
-
 def cosine_scale(model: nn.Module):
     """The scale of the model's cosine classifier (LDAM's), or None for a plain one."""
     heads = [m for m in model.modules() if isinstance(m, models.CosineLinear)]
@@ -404,7 +403,8 @@ def last_stage_parameters(model: nn.Module, height: int, width: int) -> set:
     after the backbone's last stage, and that stage. timm's models name their stages
     (group_matcher); any other network's last stage is every layer whose output has the smallest
     feature map, from the last stride on (found with one forward pass of a blank batch)."""
-    head = {f"{name}.{p}" for name, module in model.named_modules() if module is classifier_layer(model)
+    classifier = classifier_layer(model)
+    head = {f"{name}.{p}" for name, module in model.named_modules() if module is classifier
             for p, _ in module.named_parameters()}
     if hasattr(model, "group_matcher"):
         from timm.models import group_parameters
@@ -436,12 +436,9 @@ def output_sizes(model: nn.Module, height: int, width: int) -> dict:
     for name, module in model.named_modules():
         if any(True for _ in module.parameters(recurse=False)):
             hooks.append(module.register_forward_hook(keep_size(name)))
-    training = model.training
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(2, 3, height, width))
+        blank_forward(model, height, width)
     finally:
-        model.train(training)
         for hook in hooks:
             hook.remove()
     return sizes

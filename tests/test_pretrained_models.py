@@ -125,6 +125,9 @@ def test_backbone_learning_rate_is_scaled_and_the_classifier_comes_first():
     assert head["initial_lr"] == 0.1 and backbone["initial_lr"] == pytest.approx(0.025)
     assert [p.shape for p in head["params"]] == [torch.Size([3, 64]), torch.Size([3])]
     assert len(backbone["params"]) == 30
+    [whole] = finetune.parameter_groups(model, 0.1, 1.0)  # scale 1: one group, as before the option
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(whole["params"]) == len(trainable) and all(a is b for a, b in zip(whole["params"], trainable))
     finetune.freeze(model, "linear", 32, 32)
     assert len(finetune.parameter_groups(model, 0.1, 0.25)) == 1
 

@@ -64,9 +64,12 @@ def freeze(model: torch.nn.Module, mode: str, height: int, width: int):
 
 def parameter_groups(model: torch.nn.Module, lr: float, backbone_lr_scale: float) -> list:
     """The optimiser's groups: the classifier at `lr` first (its rate is the one logged), every
-    other trainable parameter at backbone_lr_scale * lr."""
-    head = {id(p) for p in get_model.classifier_layer(model).parameters()}
+    other trainable parameter at backbone_lr_scale * lr. At scale 1, one group in the model's order,
+    as before the option existed: the same steps, and older runs' optimiser states resume."""
     trainable = [p for p in model.parameters() if p.requires_grad]
+    if backbone_lr_scale == 1:
+        return [{"params": trainable, "initial_lr": lr}]
+    head = {id(p) for p in get_model.classifier_layer(model).parameters()}
     groups = [{"params": [p for p in trainable if id(p) in head], "initial_lr": lr},
               {"params": [p for p in trainable if id(p) not in head], "initial_lr": lr * backbone_lr_scale}]
     return [group for group in groups if group["params"]]

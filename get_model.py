@@ -42,6 +42,7 @@ def tv(name: str, min_size: int, **options) -> ModelSpec:
 # googlenet and inception_v3 return a plain tensor only without their auxiliary heads;
 # init_weights=True asks for their paper's initialisation (and silences a warning).
 SINGLE_OUTPUT = dict(aux_logits=False, init_weights=True)
+SINGLE_OUTPUT_MODELS = ("googlenet", "inception_v3")
 
 # min_size was measured: a forward pass (eval and train mode, batch of 2) works at every square
 # size from it up to 100 pixels and fails one pixel below it. Our own nets pool adaptively.
@@ -168,7 +169,7 @@ def named_spec(name: str) -> ModelSpec:
     if name.startswith(TIMM_PREFIX) and name in timm_names(name[len(TIMM_PREFIX):]):
         return ModelSpec(name, partial(timm_model, name[len(TIMM_PREFIX):]), None)
     if name in torchvision_names():
-        options = SINGLE_OUTPUT if name in ("googlenet", "inception_v3") else {}
+        options = SINGLE_OUTPUT if name in SINGLE_OUTPUT_MODELS else {}
         return ModelSpec(name, partial(torchvision_model, name, **options), torchvision_min_size(name))
     known = dict.fromkeys([*table, *torchvision_names(), *timm_names()])
     close = difflib.get_close_matches(name, known, n=4, cutoff=0.6)
@@ -234,8 +235,11 @@ def torchvision_weights(name: str) -> ImagenetWeights:
         except OSError as e:  # no network: urllib's URLError is an OSError
             raise missing_weights(weights.url, folder, f"{type(e).__name__}: {e}", "put the file into") from None
 
-    return ImagenetWeights(f"{type(weights).__name__}.{weights.name}", weights.url, folder,
-                           list(preprocessing.mean), list(preprocessing.std), (size, size), fetch)
+    mean, std = list(preprocessing.mean), list(preprocessing.std)
+    if name in SINGLE_OUTPUT_MODELS:  # their weights expect transform_input's (x - 0.5) / 0.5: the same, done here
+        mean, std = [0.5] * 3, [0.5] * 3
+    return ImagenetWeights(f"{type(weights).__name__}.{weights.name}", weights.url, folder, mean, std, (size, size),
+                           fetch)
 
 
 def timm_weights(arch: str) -> ImagenetWeights:

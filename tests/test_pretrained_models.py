@@ -263,3 +263,22 @@ def test_a_search_on_cached_features_draws_no_mixup_and_computes_the_features_on
     assert len(trials) == 3 and all(d.parent.name.endswith("-linear") for d in trials)  # e.g. LA-SAM-linear
     assert all(json.loads((d / "args.json").read_text())["mixup"] is None for d in trials)
     assert len(list((tiny.data / "tiny" / ".cache").glob("features-*.pt"))) == 2  # train and valid, once
+
+
+def test_a_linear_run_resumed_ends_where_the_uninterrupted_one_does(tiny, run, tmp_path):
+    torch.manual_seed(7)
+    start = tmp_path / "start.pth"
+    torch.save(get_model.build_model(41, 3).state_dict(), start)
+    argv = [*TRAIN_ARGS, *tiny.data_args, "--pretrained", start, "--finetune", "linear", "--objective", "LA",
+            "--sampler", "sqrt", "--deterministic"]
+    assert run("1_train", *argv, "--epochs", "3")[0] == 0
+    whole = only_run_dir(tiny.logs)
+    assert run("1_train", *argv, "--epochs", "2", "--logs-root", tmp_path / "resumed")[0] == 0
+    part = only_run_dir(tmp_path / "resumed")
+    code, _, err = run("1_train", "--resume", part, "--epochs", "3", "--no-progress")
+    assert code == 0, err
+    ends = [load_checkpoint(d / "last.pth").model for d in (whole, part)]
+    assert ends[0].keys() == ends[1].keys()
+    assert all(torch.equal(ends[0][name], ends[1][name]) for name in ends[0])
+    # the resumed run's features are the trained backbone's, read from the cache: none computed anew
+    assert len(list((tiny.data / "tiny" / ".cache").glob("features-*.pt"))) == 2

@@ -127,6 +127,9 @@ def build_model(args, loss, num_classes: int, distributed) -> tuple:
         if distributed.is_main:
             print(f"pretrained {source}: {found['loaded']} tensors loaded, {found['skipped']} skipped, "
                   f"{found['initialised']} newly initialised")
+    if args.resume and getattr(args, "finetune", "full") == "linear" and (args.resume / "last.pth").exists():
+        # the features are computed before restore(): they must be the trained run's backbone's, not a fresh one's
+        model.load_state_dict(load_checkpoint(args.resume / "last.pth").model)
     if imagenet and distributed.is_main and not args.resume:
         height, width = imagenet.input_size
         print(f"{imagenet.name}: images normalised with their mean {fmt(imagenet.mean)} and std {fmt(imagenet.std)}; "

@@ -36,7 +36,7 @@ def build_parser():
     p.add_argument("--finetune", choices=finetune.MODES, default="full",
                    help="full: every layer trains; last-stage: the backbone's last stage and the classifier; "
                         "linear: the classifier alone, on features of the frozen backbone computed once per image "
-                        "(unaugmented) and cached beside the dataset, so an epoch costs seconds; runs go to "
+                        "(unaugmented) and cached beside the dataset, so an epoch trains one layer; runs go to "
                         "<objective>-last-stage/ or <objective>-linear/ (default: full)")
     p.add_argument("--backbone-lr-scale", type=cli.number_in(0.0, 1.0, low_open=True), default=1.0, metavar="F",
                    help="the backbone's learning rate is F times --lr, the classifier's (0 < F <= 1; "

@@ -20,6 +20,10 @@
 #                            images of digit 0 down to 1 of digit 9, 26 valid and 26 test images a digit): ERM, LA,
 #                            LDAM-DRW and ALRP (per image, and pooled as it was) x seeds 0-4, then the recipes
 #                            report against ERM (25 runs, ~25 min)
+#       finetune             how much of a pretrained network to train (--finetune), on digits-lt100: ResNet20 at 16 px
+#                            pretrained on every digit outside digits-lt100's valid and test splits (balanced), then
+#                            from scratch, full, last-stage and linear x seeds 0-4, the report against scratch
+#                            (21 runs, ~10 min on 1 CPU thread; docs/models-in-use.md)
 #
 # Each plan stops at the first command that fails.
 set -euo pipefail
@@ -138,6 +142,36 @@ lt100() {
     python 4_report.py logs/ResNet32/$lt --baseline ERM
 }
 
+finetune() {
+    python 0_data_split.py --demo --long-tail 100 --overwrite
+    local lt=digits-lt100 schedule="--model_index 41 --height 16 --width 16 --epochs 15 --batchsize 32 --lr 0.05
+        --lrstep 10 13 --warmup --monitor bacc --threads 1"
+    # the pretraining set: every rendered digit except digits-lt100's validation and test images (no leak)
+    rm -rf c_original_dataset/digits-pre
+    for folder in c_original_dataset/digits/*/; do
+        digit=$(basename "$folder")
+        mkdir -p c_original_dataset/digits-pre/$digit
+        for image in "$folder"*.png; do
+            name=$(basename "$image")
+            [[ -e a_datasets/$lt/valid/$digit/$name || -e a_datasets/$lt/test/$digit/$name ]] \
+                || cp "$image" c_original_dataset/digits-pre/$digit/
+        done
+    done
+    python 0_data_split.py --dataset digits-pre --overwrite
+    python 1_train.py --dataset digits-pre $schedule
+    local start=$(ls -d logs/ResNet20/digits-pre/ERM/*/ | tail -1)
+    for seed in 0 1 2 3 4; do
+        python 1_train.py --dataset=$lt $schedule --seed $seed   # from scratch: the baseline
+        python 2_test.py --run "$(ls -d logs/ResNet20/$lt/ERM/*/ | tail -1)"
+        for mode in full last-stage linear; do
+            python 1_train.py --dataset=$lt $schedule --seed $seed --pretrained "$start" --finetune $mode
+            folder=ERM$([[ $mode == full ]] || echo "-$mode")
+            python 2_test.py --run "$(ls -d logs/ResNet20/$lt/$folder/*/ | tail -1)"
+        done
+    done
+    python 4_report.py logs/ResNet20/$lt --baseline ERM
+}
+
 plan=${1:-demo}
 case "$plan" in
     demo) demo ;;
@@ -146,5 +180,6 @@ case "$plan" in
     cifar10-lt) cifar10_lt ;;
     mislas) mislas ;;
     lt100) lt100 ;;
-    *) echo "error: unknown plan '$plan'; plans in 3_run.sh: demo, objectives, compare, cifar10-lt, mislas, lt100" >&2; exit 2 ;;
+    finetune) finetune ;;
+    *) echo "error: unknown plan '$plan'; plans in 3_run.sh: demo, objectives, compare, cifar10-lt, mislas, lt100, finetune" >&2; exit 2 ;;
 esac

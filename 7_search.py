@@ -100,6 +100,11 @@ def known_knobs(recipes_: list) -> set:
     return {h.dest for recipe in recipes_ for h in search_space.recipe_knobs(recipe)}
 
 
+def unsearchable(finetune: str) -> set:
+    """--finetune linear trains on features computed once, unaugmented: mixup is never drawn."""
+    return {"mixup"} if finetune == "linear" else set()
+
+
 def check_seeds(seeds: list, search_seed: int):
     if len(set(seeds)) != len(seeds):
         raise cli.UserError(f"--seeds {' '.join(map(str, seeds))}: a seed is repeated")
@@ -130,7 +135,8 @@ def new_settings(args, train_argv) -> search_storage.Settings:
         raise cli.UserError(f"--search-only {' '.join(unknown)}: not a knob of these recipes; see --space")
     check_seeds(args.seeds, base.seed)
     data.scan_dataset(data.dataset_dir(base.data_root, base.dataset), ("train", "valid"))
-    fixed = sorted(given | (known_knobs(args.objectives) - set(args.search_only) if args.search_only else set()))
+    fixed = sorted(given | (known_knobs(args.objectives) - set(args.search_only) if args.search_only else set())
+                   | unsearchable(base.finetune))
     if args.grid and args.trials is None:
         args.trials = len(search_space.grid(args.objectives, set(fixed), args.grid))
     if args.trials is None and args.minutes is None:
@@ -191,6 +197,7 @@ def body(argv=None) -> int:
             search_space.split_recipe(recipe)
         fixed = cli.given_options(plan.build_parser(), train_argv)
         fixed |= known_knobs(args.objectives) - set(args.search_only) if args.search_only else set()
+        fixed |= unsearchable(plan.build_parser().parse_known_args(train_argv)[0].finetune)
         print(search_space.describe_space(args.objectives, fixed))
         return 0
     if args.resume:

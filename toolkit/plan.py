@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import criterion
-from toolkit import arguments, augment, cli, runs, sam, sampling
+from toolkit import arguments, augment, cli, finetune, runs, sam, sampling
 from toolkit.space import Choice, HyperParameter, LogUniform, Uniform
 
 WARMUP_EPOCHS = 5
@@ -23,10 +23,24 @@ MONITORS = ("acc", "bacc", "macro_f1")
 
 def build_parser():
     p = cli.ArgumentParser(prog="1_train.py", description="Train one model with one objective.")
-    p.add_argument("--model_index", type=int, help="network, see `python get_model.py` (required)")
+    p.add_argument("--model_index", type=int, help="network, see `python get_model.py` (this or --model)")
+    p.add_argument("--model", metavar="NAME",
+                   help="network by name instead of --model_index: a torchvision classification model (e.g. "
+                        "resnet18, mobilenet_v3_small) or timm/NAME (e.g. timm/convnext_nano); "
+                        "`python get_model.py --list [PATTERN]` lists them")
     p.add_argument("--pretrained", type=Path, metavar="PATH",
-                   help="start from a local weights file (a torchvision state_dict or a .pth of this toolkit) or "
-                        "from a run directory of this toolkit (its best checkpoint), e.g. a two-stage recipe's first")
+                   help="start from `imagenet` (the library's own ImageNet weights, fetched once into its cache, "
+                        "TORCH_HOME or HF_HOME, read offline from there; their mean and std replace the dataset's), "
+                        "a local weights file (a torchvision state_dict, safetensors, a timm checkpoint or a .pth "
+                        "of this toolkit) or a run directory of this toolkit (its best checkpoint)")
+    p.add_argument("--finetune", choices=finetune.MODES, default="full",
+                   help="full: every layer trains; last-stage: the backbone's last stage and the classifier; "
+                        "linear: the classifier alone, on features of the frozen backbone computed once per image "
+                        "(unaugmented) and cached beside the dataset, so an epoch trains one layer; runs go to "
+                        "<objective>-last-stage/ or <objective>-linear/ (default: full)")
+    p.add_argument("--backbone-lr-scale", type=cli.number_in(0.0, 1.0, low_open=True), default=1.0, metavar="F",
+                   help="the backbone's learning rate is F times --lr, the classifier's (0 < F <= 1; "
+                        "default: 1)")
     p.add_argument("--freeze-backbone", action="store_true",
                    help="train only the classifier layer (classifier re-training on a --pretrained backbone); "
                         "its BatchNorm layers keep their running statistics unless --update-bn-stats")
@@ -160,9 +174,10 @@ OPTIONS = (
     Option("--drw", search=Refused("name a -DRW recipe in --objectives (its epoch is searched)")),
     Option("--dataset", simulation=False),
     # the rest of what is trained
-    *options("--model_index", "--pretrained", "--freeze-backbone", "--update-bn-stats", "--batchsize", "--height",
-             "--width", "--lrstep", "--lrstepgamma", "--warmup", "--momentum", "--max-norm", "--monitor", "--drs",
-             "--augment", "--randaugment-n", "--randaugment-m", "--mix-prob"),
+    *options("--model_index", "--model", "--pretrained", "--finetune", "--backbone-lr-scale", "--freeze-backbone",
+             "--update-bn-stats", "--batchsize", "--height", "--width", "--lrstep", "--lrstepgamma", "--warmup",
+             "--momentum", "--max-norm", "--monitor", "--drs", "--augment", "--randaugment-n", "--randaugment-m",
+             "--mix-prob"),
     # how long: a resumed run may train longer, or stop earlier
     *options("--epochs", "--early-stop", resumable=True),
     # the repeats of a recipe: the seed tells them apart, --deterministic repeats one bit for bit
@@ -187,8 +202,12 @@ def parse_args(argv=None):
     check_augment_options(args, given)
     if args.resume:
         args = resumed_args(args, given, parser)
-    elif args.model_index is None or args.dataset is None:
-        raise cli.UserError("--model_index and --dataset are required (or --resume RUN)")
+    elif (args.model_index is None and args.model is None) or args.dataset is None:
+        raise cli.UserError("--model_index (or --model NAME) and --dataset are required (or --resume RUN)")
+    if args.model_index is not None and args.model is not None:
+        raise cli.UserError(f"--model {args.model} and --model_index {args.model_index} both name the network; "
+                            f"give one of them")
+    finetune.check_plan(args, given)
     if args.lrstep != sorted(set(args.lrstep)):
         raise cli.UserError(f"--lrstep {' '.join(map(str, args.lrstep))}: milestones must be increasing epochs, "
                             f"e.g. --lrstep 60 120 160")
@@ -245,7 +264,7 @@ def check_augment_options(args, given: set):
 
 def resumed_args(args, given: set, parser):
     """The run's own arguments from its args.json, with the few a resumed run may change."""
-    run_dir = runs.resolve_resume(args.resume, args.logs_root, args.model_index, args.dataset, recipe_name(args))
+    run_dir = runs.resolve_resume(args.resume, args.logs_root, model_of(args), args.dataset, recipe_name(args))
     stored = runs.read_args(run_dir)
     changed = [a.option_strings[0] for a in parser._actions
                if a.dest in given - RESUMABLE and stored.get(a.dest) != getattr(args, a.dest)]
@@ -261,10 +280,17 @@ def resumed_args(args, given: set, parser):
 
 
 def recipe_name(args) -> str:
-    """The objective's folder name: deferred re-weighting, SAM and MaxNorm make recipes of their
-    own, e.g. LDAM-DRW, ERM-DRW-SAM, CB-MaxNorm."""
+    """The objective's folder name: deferred re-weighting, SAM, MaxNorm and a lighter --finetune
+    make recipes of their own, e.g. LDAM-DRW, ERM-DRW-SAM, CB-MaxNorm, LA-linear."""
     return (args.objective + ("-DRW" if args.drw else "") + ("-SAM" if args.sam else "")
-            + ("-MaxNorm" if args.max_norm is not None else ""))
+            + ("-MaxNorm" if args.max_norm is not None else "")
+            + ("" if getattr(args, "finetune", "full") == "full" else f"-{args.finetune}"))
+
+
+def model_of(args) -> int | str:
+    """The network a plan names: --model's name, or --model_index's row of the table."""
+    name = getattr(args, "model", None)
+    return name if name is not None else args.model_index
 
 
 def defaults() -> dict:

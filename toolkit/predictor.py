@@ -30,13 +30,13 @@ class PredictionSettings:
 def build_trained_model(checkpoint: Checkpoint, source) -> torch.nn.Module:
     """The model a checkpoint holds, with its weights, on the CPU."""
     record = checkpoint.record
-    model = get_model.build_model(record.model_index, len(record.class_names), record.height, record.width)
+    model = get_model.build_model(record.model, len(record.class_names), record.height, record.width)
     if record.cosine_scale:
         model = models.use_cosine_classifier(model, record.cosine_scale)
     try:
         model.load_state_dict(checkpoint.model)
     except RuntimeError as e:
-        raise UserError(f"{source} does not fit model {record.model_index}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{source} does not fit model {record.model}: {str(e).splitlines()[0]}") from None
     return model
 
 

@@ -18,11 +18,11 @@ FORMAT_VERSION = 2
 @dataclass
 class RunRecord:
     """What a run is: enough to rebuild its model, feed it images and name its outputs."""
-    model_index: int
+    model_index: int | None  # None: a model by name (--model), model_name says which
     class_names: list
     height: int
     width: int
-    mean: list  # per-channel mean and std of the training images, in [0, 1]
+    mean: list  # per-channel mean and std of the training images, in [0, 1] (or the pretrained weights' own)
     std: list
     model_name: str | None = None
     dataset: str | None = None
@@ -30,7 +30,14 @@ class RunRecord:
     class_counts: list | None = None
     cosine_scale: float | None = None  # the model's last layer is a cosine classifier of this scale (LDAM)
     monitor: str = "acc"
+    pretrained_weights: str | None = None  # --pretrained imagenet: which weights (their mean and std are above)
+    finetune: str = "full"  # --finetune: what was trained (linear: the classifier, on features computed once)
     format_version: int = FORMAT_VERSION
+
+    @property
+    def model(self) -> int | str:
+        """What get_model builds it from: the table's index, or the name given to --model."""
+        return self.model_index if self.model_index is not None else self.model_name
 
     @classmethod
     def from_dict(cls, values: dict, source) -> "RunRecord":

@@ -29,7 +29,8 @@ POST_HOC = ("logit-adjusted", "tau-normalised")
 # ---------------------------------------------------------------- run directories
 
 def runs_folder(logs_root: Path, model_name: str, dataset: str, objective: str) -> Path:
-    return Path(logs_root) / model_name / dataset / objective
+    """logs/<model>/<dataset>/<objective>/; timm/NAME's folder is timm-NAME (one level, as every model's)."""
+    return Path(logs_root) / model_name.replace("/", "-") / dataset / objective
 
 
 def new_run_dir(logs_root: Path, model_name: str, dataset: str, objective: str) -> Path:
@@ -160,24 +161,25 @@ def read_rows(path: Path) -> list:
 
 # ---------------------------------------------------------------- resume
 
-def resolve_resume(value: str, logs_root: Path, model_index, dataset, recipe) -> Path:
-    """--resume takes a run directory, or a datetime with --model_index, --dataset, --objective."""
+def resolve_resume(value: str, logs_root: Path, model, dataset, recipe) -> Path:
+    """--resume takes a run directory, or a datetime with --model_index (or --model), --dataset, --objective."""
     path = Path(value)
     if (path / "args.json").is_file():
         return path
     if not DATETIME_PATTERN.fullmatch(value):
         raise UserError(f"--resume {value}: no run directory there (it holds no args.json), and it is not "
                         f"a datetime YYYY-MM-DD-HH-MM-SS")
-    if model_index is None or dataset is None:
-        raise UserError(f"--resume {value} needs --model_index, --dataset (and --objective) to find the run; "
-                        f"or pass the run directory itself")
-    return find_run(logs_root, get_model.model_name(model_index), dataset, recipe, value)
+    if model is None or dataset is None:
+        raise UserError(f"--resume {value} needs --model_index, --dataset (and --objective) to find the run "
+                        f"(--model for a network by name); or pass the run directory itself")
+    return find_run(logs_root, get_model.model_name(model), dataset, recipe, value)
 
 
-def check_resumable(record: RunRecord, model_index: int, class_names: list):
+def check_resumable(record: RunRecord, model: int | str, class_names: list):
     """Refuse a checkpoint of another model or class list, saying which differs."""
-    if record.model_index != model_index:
-        raise UserError(f"the checkpoint is of model_index {record.model_index}, not {model_index}")
+    if record.model != model:
+        what = "model_index" if isinstance(model, int) and isinstance(record.model, int) else "model"
+        raise UserError(f"the checkpoint is of {what} {record.model}, not {model}")
     stored = record.class_names
     if len(stored) != len(class_names):
         raise UserError(f"the checkpoint has {len(stored)} classes, the dataset {len(class_names)}: "

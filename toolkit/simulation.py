@@ -71,8 +71,9 @@ def training_args(plan: SimulationSettings, seed: int):
         raise UserError("--seed: a simulation trains with each of --seeds S [S ...]")
     if refused:
         raise UserError(f"{', '.join(refused)}: not a training argument of a simulation (it sets them itself)")
-    if "--model_index" not in given:
-        raise UserError("--model_index is required: the network each round trains (see: python get_model.py)")
+    if not given & {"--model_index", "--model"}:
+        raise UserError("--model_index (or --model NAME) is required: the network each round trains (see: python "
+                        "get_model.py)")
     argv = [*plan.train_argv, "--dataset", plan.dataset, "--data-root", str(plan.data_root), "--logs-root",
             str(plan.logs_root), "--seed", str(seed), "--no-progress"]
     try:

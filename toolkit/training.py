@@ -18,7 +18,7 @@ import torchvision
 
 import criterion
 import get_model
-from toolkit import augment, data, engine, files, metrics, plan, plots, runs, sampling, weight_balancing
+from toolkit import augment, data, engine, files, finetune, metrics, plan, plots, runs, sampling, weight_balancing
 from toolkit.cli import StopSignals, UserError, counted
 from toolkit.files import save_tensors
 from toolkit.record import Checkpoint, RunRecord, load_checkpoint
@@ -29,7 +29,7 @@ class Setup:
     """Everything one training needs, on its device: the engine (model, objective, optimisers),
     the training and validation batches, and the record every checkpoint carries."""
     engine: engine.Engine
-    train: data.Batches
+    train: data.Batches  # finetune.FeatureBatches with --finetune linear
     valid: data.Batches
     record: RunRecord
 
@@ -47,16 +47,18 @@ def build_setup(args, distributed=None, device=None, progress=True, small_map_ma
     train_size = augment.cache_size(args.augment, args.height, args.width)
     train_set, valid_set = (data.load_images(splits[name], *size, device, args.cache_gb, args.workers, progress)
                             for name, size in (("train", train_size), ("valid", (args.height, args.width))))
-    return setup_from_images(args, train_set, valid_set, distributed, device, small_map_matmuls, network)
+    return setup_from_images(args, train_set, valid_set, distributed, device, small_map_matmuls, network, progress)
 
 
 @dataclass
 class Network:
     """What a plan trains, before any image is seen: the objective for the training counts, the
-    batch mixing it accepts, and the table's model as the objective adapts it."""
+    batch mixing it accepts, and the table's model as the objective adapts it (with the ImageNet
+    weights it started from, whose mean and std replace the dataset's)."""
     loss: torch.nn.Module
     mixing: augment.Mixing | None
     model: torch.nn.Module
+    imagenet: get_model.ImagenetWeights | None = None
 
     @classmethod
     def of_plan(cls, args, class_counts, distributed=None) -> "Network":
@@ -65,11 +67,11 @@ class Network:
         loss = criterion.build_criterion(args.objective, class_counts, args)
         mixing = augment.batch_mixing(args.mixup, args.cutmix, args.mix_prob)
         check_mixable(args.objective, loss, mixing)
-        return cls(loss, mixing, build_model(args, loss, len(class_counts), distributed or engine.Distributed()))
+        return cls(loss, mixing, *build_model(args, loss, len(class_counts), distributed or engine.Distributed()))
 
 
 def setup_from_images(args, train_set: data.ImageSet, valid_set: data.ImageSet, distributed=None, device=None,
-                      small_map_matmuls=True, network: Network | None = None) -> Setup:
+                      small_map_matmuls=True, network: Network | None = None, progress=True) -> Setup:
     """The set-up of images already decoded (on `device`): the training set at its cache size
     (augment.cache_size), the validation set at the training size; the class names and counts are
     the training set's. `network` is built here unless given (build_setup builds it before
@@ -82,38 +84,73 @@ def setup_from_images(args, train_set: data.ImageSet, valid_set: data.ImageSet, 
                          f"and validates at {(args.height, args.width)}")
     class_names, class_counts = train_set.split.class_names, train_set.split.class_counts()
     network = network or Network.of_plan(args, class_counts, distributed)
-    mean, std = data.training_stats(train_set, *train_size)  # of the enlarged cache: the same to resampling
+    if network.imagenet:  # the weights' own preprocessing
+        mean, std = network.imagenet.mean, network.imagenet.std
+    else:  # of the enlarged cache: the same to resampling
+        mean, std = data.training_stats(train_set, *train_size)
     normalise = data.Normalise(mean, std).to(device)
     memory_format = engine.memory_format(network.model)
 
-    run = build_engine(args, engine.prepare_model(network.model, device, small_map_matmuls), network.loss.to(device),
-                       device, distributed, network.mixing)
+    model = engine.prepare_model(network.model, device, small_map_matmuls)
+    mode = getattr(args, "finetune", "full")
     record = RunRecord(args.model_index, class_names, args.height, args.width, mean, std,
-                       model_name=get_model.model_name(args.model_index), dataset=args.dataset,
+                       model_name=get_model.model_name(plan.model_of(args)), dataset=args.dataset,
                        objective=args.objective, class_counts=class_counts,
-                       cosine_scale=get_model.cosine_scale(network.model), monitor=args.monitor)
+                       cosine_scale=get_model.cosine_scale(network.model), monitor=args.monitor,
+                       pretrained_weights=network.imagenet.name if network.imagenet else None, finetune=mode)
     augmenting = augment.batch_augmentation(args.augment, args.height, args.width, args.randaugment_n,
                                             args.randaugment_m)
-    return Setup(run, data.Batches(train_set, normalise, memory_format, augmenting, args.workers),
-                 data.Batches(valid_set, normalise, memory_format, workers=args.workers), record)
+    train = data.Batches(train_set, normalise, memory_format, augmenting, args.workers)
+    valid = data.Batches(valid_set, normalise, memory_format, workers=args.workers)
+    runs_on = None
+    if mode == "linear":  # the classifier alone, on features computed once: the engine runs only it
+        progress = progress and distributed.is_main
+        train, valid = (finetune.feature_batches(model, batches, record.model_name, args.batchsize, progress)
+                        for batches in (train, valid))
+        runs_on = get_model.classifier_layer(model)
+    run = build_engine(args, model, network.loss.to(device), device, distributed, network.mixing, runs_on)
+    return Setup(run, train, valid, record)
 
 
-def build_model(args, loss, num_classes: int, distributed) -> torch.nn.Module:
-    """The table's model as the objective adapts it, maybe started from --pretrained, maybe frozen."""
-    model = loss.adapt_model(get_model.build_model(args.model_index, num_classes, args.height, args.width))
+def build_model(args, loss, num_classes: int, distributed) -> tuple:
+    """The model as the objective adapts it, maybe started from --pretrained (a file, a run, or
+    `imagenet`: the library's weights, whose description comes back with it), maybe partly frozen."""
+    spec = get_model.model_spec(plan.model_of(args))
+    model = loss.adapt_model(get_model.build_model(plan.model_of(args), num_classes, args.height, args.width))
+    imagenet = get_model.imagenet_weights(spec) if str(args.pretrained) == "imagenet" else None
     if args.pretrained and not args.resume:
-        path = runs.require_best_checkpoint(args.pretrained) if args.pretrained.is_dir() else args.pretrained
-        found = get_model.load_pretrained(model, path)
+        if imagenet:
+            source, found = imagenet.name, get_model.load_matching(model, imagenet.fetch(), imagenet.name, None)
+        else:
+            source = runs.require_best_checkpoint(args.pretrained) if args.pretrained.is_dir() else args.pretrained
+            found = get_model.load_pretrained(model, source)
         if distributed.is_main:
-            print(f"pretrained {path}: {found['loaded']} tensors loaded, {found['skipped']} skipped, "
+            print(f"pretrained {source}: {found['loaded']} tensors loaded, {found['skipped']} skipped, "
                   f"{found['initialised']} newly initialised")
+    if args.resume and getattr(args, "finetune", "full") == "linear" and (args.resume / "last.pth").exists():
+        # the features are computed before restore(): they must be the trained run's backbone's, not a fresh one's
+        model.load_state_dict(load_checkpoint(args.resume / "last.pth").model)
+    if imagenet and distributed.is_main and not args.resume:
+        height, width = imagenet.input_size
+        print(f"{imagenet.name}: images normalised with their mean {fmt(imagenet.mean)} and std {fmt(imagenet.std)}; "
+              f"they were trained at {height}x{width}" + ("" if (args.height, args.width) == (height, width) else
+                                                          f", --height {height} --width {width} usually does better"))
     if args.freeze_backbone:
         get_model.freeze_backbone(model)
-    return model
+    mode = getattr(args, "finetune", "full")
+    finetune.freeze(model, mode, args.height, args.width)
+    if mode != "full" and distributed.is_main and not args.resume:
+        print(finetune.counts_line(model, mode))
+    return model, imagenet
 
 
-def build_engine(args, model, loss, device, distributed, mixing=None) -> engine.Engine:
-    """The engine for a prepared model: precision, optimisers, schedule, scaler, mixing, DDP and compile."""
+def fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
+
+
+def build_engine(args, model, loss, device, distributed, mixing=None, runs_on=None) -> engine.Engine:
+    """The engine for a prepared model: precision, optimisers, schedule, scaler, mixing, DDP and compile.
+    `runs_on`: the part of the model a step runs (--finetune linear: its classifier on cached features)."""
     run = engine.Engine(model, loss, device, engine.pick_precision(args.precision, device),
                         optimizers=sgd_optimizers(model, len(loss.step_losses()), args),
                         lr_factor=engine.lr_schedule(args.lrstep, args.lrstepgamma,
@@ -122,7 +159,7 @@ def build_engine(args, model, loss, device, distributed, mixing=None) -> engine.
     if args.max_norm is not None:
         run.max_norm = weight_balancing.MaxNorm(model, args.max_norm)
     run.scaler = torch.amp.GradScaler(device.type) if run.precision.needs_scaler else None
-    run.forward = engine.wrap_for_distribution(model, distributed, device)
+    run.forward = engine.wrap_for_distribution(runs_on or model, distributed, device)
     if args.compile:
         run.forward = torch.compile(run.forward)
         if distributed.is_main:  # compiling happens in the first steps, silently
@@ -144,17 +181,20 @@ def check_mixable(objective: str, loss, mixing):
 
 def unaugmented(batches: data.Batches, height: int, width: int) -> data.Batches:
     """The batches without augmentation at height x width: the training set's enlarged cache of the
-    resized crops is resized back, so the model sees what it sees in validation."""
+    resized crops is resized back, so the model sees what it sees in validation. Cached features
+    (--finetune linear) are unaugmented already."""
+    if isinstance(batches, finetune.FeatureBatches):
+        return batches
     size = batches.image_set.size
     fit = None if size == (height, width) else (lambda images, generator: augment.resize(images, height, width))
     return dataclasses.replace(batches, augment=fit)
 
 
 def sgd_optimizers(model, count: int, args) -> tuple:
-    """One SGD optimiser over the trainable parameters for each of the objective's step losses."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    return tuple(torch.optim.SGD([{"params": trainable, "initial_lr": args.lr}], lr=args.lr,
-                                 momentum=args.momentum, weight_decay=args.weight_decay)
+    """One SGD optimiser over the trainable parameters for each of the objective's step losses: the
+    classifier at --lr, the rest of what trains at --backbone-lr-scale times it."""
+    return tuple(torch.optim.SGD(finetune.parameter_groups(model, args.lr, getattr(args, "backbone_lr_scale", 1.0)),
+                                 lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
                  for _ in range(count))
 
 
@@ -193,7 +233,7 @@ def restore(run_dir, setup: Setup) -> Position:
         raise UserError(f"{run_dir} has no last.pth (it stopped before finishing an epoch); start a new run")
     checkpoint = load_checkpoint(path)
     try:
-        runs.check_resumable(checkpoint.record, setup.record.model_index, setup.record.class_names)
+        runs.check_resumable(checkpoint.record, setup.record.model, setup.record.class_names)
     except UserError as e:
         raise UserError(f"cannot resume {run_dir}: {e}") from None
     run, saved = setup.engine, checkpoint.resume

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import get_model
-from toolkit import arguments, chosen_decisions, cli, engine, evaluation, metrics, runs
+from toolkit import arguments, chosen_decisions, cli, engine, evaluation, metrics, plan, runs
 
 
 def parse_args(argv=None):
@@ -24,6 +24,8 @@ def parse_args(argv=None):
                    help="the run directory to test, e.g. logs/ResNet32/digits-lt/ERM/2026-11-22-05-28-42 (instead "
                         "of --model_index, --dataset, --objective, --datetime)")
     p.add_argument("--model_index", type=int, help="network, see `python get_model.py`")
+    p.add_argument("--model", metavar="NAME", help="the network by name, as 1_train.py --model took it (instead of "
+                                                   "--model_index), e.g. resnet18 or timm/convnext_nano")
     arguments.add_dataset(p)
     p.add_argument("--objective", default="ERM",
                    help="objective the run was trained with, as its logs folder is named, e.g. LDAM-DRW (default: ERM)")
@@ -67,12 +69,14 @@ def parse_args(argv=None):
     arguments.add_roots(p, data=False)
     args = p.parse_args(argv)
     given = cli.given_options(p, argv)
-    if args.run is not None and given & {"model_index", "dataset", "objective", "datetime"}:
-        raise cli.UserError("--run names the run itself; leave out --model_index, --dataset, --objective and "
+    if args.run is not None and given & {"model_index", "model", "dataset", "objective", "datetime"}:
+        raise cli.UserError("--run names the run itself; leave out --model_index/--model, --dataset, --objective and "
                             "--datetime")
-    if args.run is None and (args.model_index is None or args.dataset is None):
-        raise cli.UserError("name the run: --run RUN_DIR, or --model_index and --dataset (with --objective and "
-                            "--datetime to pick one)")
+    if args.model_index is not None and args.model is not None:
+        raise cli.UserError("--model_index and --model both name the network; give one of them")
+    if args.run is None and ((args.model_index is None and args.model is None) or args.dataset is None):
+        raise cli.UserError("name the run: --run RUN_DIR, or --model_index (or --model) and --dataset (with "
+                            "--objective and --datetime to pick one)")
     many, few = args.shot_thresholds
     if few > many:
         raise cli.UserError(f"--shot-thresholds {many} {few}: the first (many-shot) must be >= the second (few-shot)")
@@ -100,7 +104,7 @@ def tau_or_auto(text: str):
 def test(argv=None):
     args = parse_args(argv)
     engine.use_threads(args.threads)
-    run_dir = args.run or runs.find_run(args.logs_root, get_model.model_name(args.model_index), args.dataset,
+    run_dir = args.run or runs.find_run(args.logs_root, get_model.model_name(plan.model_of(args)), args.dataset,
                                         args.objective, args.datetime)
     names = [f.name for f in dataclasses.fields(evaluation.Options) if f.name != "progress"]
     options = evaluation.Options(**{name: getattr(args, name) for name in names}, progress=not args.no_progress)

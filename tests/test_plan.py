@@ -93,3 +93,9 @@ def test_a_search_refuses_the_mixing_options_for_objectives_that_cannot_mix():
     for flag in ("--mixup", "--cutmix"):
         with pytest.raises(UserError, match=f"^{flag} cannot train GHMC"):
             script("7_search").training_argv(["--model_index", "41", "--dataset", "d", flag, "0.2"], both)
+
+
+def test_defaults_hold_no_suppressed_option():
+    """The withdrawn options (argparse.SUPPRESS dests) are no setting: a recipe started from a run
+    directory was labelled `pretrained={"==SUPPRESS==": ...}` while defaults() carried one."""
+    assert argparse.SUPPRESS not in plan.defaults()

@@ -327,7 +327,7 @@ def test_short_training_run_lowers_the_loss_and_logs_the_stage(tiny, run):
     assert code == 0, err
     run_dir = next((tiny.logs / "ResNet20" / "tiny" / "SPBL").iterdir())
     train = pd.read_csv(run_dir / "train.csv")
-    assert list(train.columns) == runs.LOG_COLUMNS + ["spbl_share", "max_class_weight", "min_class_weight"]
+    assert list(train.columns) == runs.LOG_COLUMNS + ["spbl_share", "max_class_weight", "min_class_weight", "seconds"]
     assert list(train["spbl_share"]) == [1.0, 0.5, 0.75, 0.9, 1.0]  # 5 epochs, 6 stages: floor(6 e / 5)
     assert train["max_class_weight"].iloc[0] == train["min_class_weight"].iloc[0] == 1.0
     assert (train["max_class_weight"].iloc[1:] / train["min_class_weight"].iloc[1:]).max() > 1.5

@@ -295,7 +295,7 @@ def model_of(args) -> int | str:
 
 def defaults() -> dict:
     """Every option's default."""
-    return {a.dest: a.default for a in build_parser()._actions if a.dest != "help"}
+    return {a.dest: a.default for a in build_parser()._actions if a.dest not in ("help", argparse.SUPPRESS)}
 
 
 def defaults_of_older_runs() -> dict:

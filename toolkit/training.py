@@ -7,6 +7,7 @@ setup_from_images (which build_setup ends in) from images already decoded, as th
 rounds hold them.
 """
 import dataclasses
+import importlib.metadata
 import platform
 import shutil
 import time
@@ -518,4 +519,4 @@ def shown_path(path: Path) -> str:
 
 def versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__}
+            "torchvision": torchvision.__version__, "timm": importlib.metadata.version("timm")}

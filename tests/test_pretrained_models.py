@@ -259,7 +259,8 @@ def test_a_search_on_cached_features_draws_no_mixup_and_computes_the_features_on
             "--trials", "3", "--finalists", "0", "--pruner", "none"]
     code, out, err = run("7_search", *argv)
     assert code == 0, err
-    trials = runs.list_runs(tiny.logs / "ResNet20")
+    (search_dir,) = (tiny.logs / "search" / "tiny").iterdir()  # a search's runs live in its own folder
+    trials = runs.list_runs(search_dir / "runs" / "ResNet20")
     assert len(trials) == 3 and all(d.parent.name.endswith("-linear") for d in trials)  # e.g. LA-SAM-linear
     assert all(json.loads((d / "args.json").read_text())["mixup"] is None for d in trials)
     assert len(list((tiny.data / "tiny" / ".cache").glob("features-*.pt"))) == 2  # train and valid, once

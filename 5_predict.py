@@ -72,21 +72,8 @@ def parse_args(argv=None):
     return args
 
 
-def chosen_decision(args, class_names) -> decisions.Decision:
-    """The decision the arguments name, read before any image is: a saved operating point (its own
-    temperature), a cost matrix, the saved temperature, or the plain argmax."""
-    temperature = chosen_decisions.saved_temperature(args.run) if args.calibrate else 1.0
-    if args.operating_point is not None:
-        decision = chosen_decisions.saved_operating_point(args.operating_point, class_names)
-        if args.calibrate and decision.temperature == 1.0:
-            raise cli.UserError(f"the threshold in {args.operating_point} was chosen on uncalibrated probabilities; "
-                                f"leave out --calibrate, or choose it again with 2_test.py --calibrate temperature "
-                                f"--operating-point ...")
-        return decision
-    if args.costs is not None:
-        return decisions.Decision(tuple(class_names), temperature,
-                                  costs=decisions.read_cost_matrix(args.costs, class_names))
-    return decisions.Decision(tuple(class_names), temperature)
+def requested_decision(args, class_names) -> decisions.Decision:
+    return chosen_decisions.requested(args.run, args.operating_point, args.costs, args.calibrate, class_names)
 
 
 def deciding(args) -> bool:
@@ -98,10 +85,10 @@ def predict(argv=None):
     engine.use_threads(args.threads)
     if args.export:
         predictor = Predictor.of_run(args.run, device="cpu", precision="fp32")
-        return export_run(args, predictor, chosen_decision(args, predictor.record.class_names))
+        return export_run(args, predictor, requested_decision(args, predictor.record.class_names))
 
     predictor = Predictor.of_run(args.run, device=args.device, precision=args.precision)
-    decision = chosen_decision(args, predictor.record.class_names)
+    decision = requested_decision(args, predictor.record.class_names)
     paths, skipped = images.find_images(args.images)
     record = predictor.record
     print(f"{predictor.path}: {cli.counted(len(paths), 'image')}, device {predictor.device}, "
@@ -132,17 +119,14 @@ def predict(argv=None):
 
 
 def adapted(args, probs, record) -> np.ndarray:
-    """--adapt-prior: the probabilities re-weighted to the prior EM estimates from these images;
-    the estimated prior is printed beside the training one and written beside the predictions."""
-    train_prior = np.asarray(record.class_counts, dtype=np.float64) / sum(record.class_counts)
-    prior, probs, iterations = decisions.estimate_prior(probs, train_prior)
+    """--adapt-prior: the probabilities re-weighted to the prior EM estimates from these images,
+    the estimated prior printed beside the training one and written beside the predictions."""
     path = args.output.with_name(f"{args.output.stem}_prior.csv")
-    files.write_csv(path, [{"class": name, "training_prior": 100 * t, "estimated_prior": 100 * e}
-                           for name, t, e in zip(record.class_names, train_prior, prior)])
+    rows, probs, iterations = chosen_decisions.adapt_prior(probs, record.class_names, record.class_counts, path)
     print(f"class prior (%), training -> estimated from these images by EM ({iterations} iterations"
           f"{'' if args.calibrate else '; calibrated probabilities (--calibrate) estimate it better'}):")
-    for name, t, e in zip(record.class_names, train_prior, prior):
-        print(f"  {name:<12} {100 * t:6.2f} -> {100 * e:6.2f}")
+    for row in rows:
+        print(f"  {row['class']:<12} {row['training_prior']:6.2f} -> {row['estimated_prior']:6.2f}")
     print(f"wrote {path}")
     return probs
 

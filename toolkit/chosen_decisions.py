@@ -211,3 +211,32 @@ def saved_operating_point(folder: Path, class_names) -> decisions.Decision:
                         f"with 2_test.py --operating-point")
     return decisions.Decision(tuple(class_names), saved.get("temperature") or 1.0,
                               (saved["class_index"], float(saved["threshold"])))
+
+
+def requested(run_dir: Path, operating_point: Path, costs_path: Path, calibrate: bool,
+              class_names) -> decisions.Decision:
+    """The decision 5_predict.py is asked to apply, read before any image is: a saved operating point
+    (with its own temperature), a cost matrix, the saved temperature, or the plain argmax."""
+    temperature = saved_temperature(run_dir) if calibrate else 1.0
+    if operating_point is not None:
+        decision = saved_operating_point(operating_point, class_names)
+        if calibrate and decision.temperature == 1.0:
+            raise UserError(f"the threshold in {operating_point} was chosen on uncalibrated probabilities; leave "
+                            f"out --calibrate, or choose it again with 2_test.py --calibrate temperature "
+                            f"--operating-point ...")
+        return decision
+    if costs_path is not None:
+        return decisions.Decision(tuple(class_names), temperature,
+                                  costs=decisions.read_cost_matrix(costs_path, class_names))
+    return decisions.Decision(tuple(class_names), temperature)
+
+
+def adapt_prior(probs, class_names, class_counts, path: Path) -> tuple:
+    """(rows of the training and the estimated prior in %, the re-weighted probabilities, EM's
+    iterations): the prior of the images predicted, estimated by EM and written to `path`."""
+    train_prior = np.asarray(class_counts, dtype=np.float64) / sum(class_counts)
+    prior, probs, iterations = decisions.estimate_prior(probs, train_prior)
+    rows = [{"class": name, "training_prior": 100 * t, "estimated_prior": 100 * e}
+            for name, t, e in zip(class_names, train_prior, prior)]
+    files.write_csv(path, rows)
+    return rows, probs, iterations

@@ -85,6 +85,13 @@ def test_a_run_differing_in_lr_is_another_recipe_with_its_own_label(tmp_path):
     assert table["recipe"].is_unique
 
 
+def test_a_drawn_float_is_labelled_with_four_significant_digits(tmp_path):
+    fake_run(tmp_path, seed=0)
+    fake_run(tmp_path, seed=1)
+    fake_run(tmp_path, seed=0, lr=0.030698533971341257, weight_decay=0.0010469794988066708)
+    assert [r.label for r in grouped(tmp_path)] == ["ERM", "ERM (lr=0.0307, weight_decay=0.001047)"]
+
+
 @pytest.mark.parametrize("change", [{"precision": "fp32"}, {"processes": 2}, {"epochs": 4},
                                     {"class_counts": [31, 10, 3]}, {"ccegamma": 2.0}, {"early_stop": 5}])
 def test_what_changes_the_result_splits_recipes(tmp_path, change):

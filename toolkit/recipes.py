@@ -84,7 +84,8 @@ class Recipe:
 
 
 def _shown(value) -> str:
-    text = value if isinstance(value, str) else _canonical(value)
+    """A setting in a label: a search's drawn float to 4 significant digits (lr=0.0307, not 17)."""
+    text = value if isinstance(value, str) else f"{value:.4g}" if isinstance(value, float) else _canonical(value)
     return text if len(text) <= 24 else text[:21] + "..."
 
 

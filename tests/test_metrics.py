@@ -239,3 +239,10 @@ def test_shot_groups_are_described_with_their_thresholds_and_empty_said():
     assert "pick --shot-thresholds" in text.splitlines()[1]
     shown = metrics.format_table(metrics.test_metrics(LABELS, LOGITS, TRAIN_COUNTS, shot_thresholds=(50, 30)))
     assert "medium_shot          empty" in shown and "min_recall_class         2" in shown
+
+
+def test_a_long_shot_group_is_cut_with_words_not_a_bare_plus():
+    names = [f"c{i}" for i in range(12)]
+    text = metrics.describe_shot_groups([50] * 12, (100, 20), names)
+    assert "medium (20-100): c0, c1, c2, c3, c4, c5, c6, c7, c8, c9 and 2 more;" in text
+    assert "medium (20-100): c0, c1, c2, c3, c4, c5, c6;" in metrics.describe_shot_groups([50] * 7, (100, 20), names[:7])

@@ -21,6 +21,7 @@ from toolkit import cli, engine, plan
 def busy(monkeypatch):
     """A machine with 2 cores and a load average of 3.5 (other jobs), PyTorch threads restored after."""
     monkeypatch.setattr(engine.os, "getloadavg", lambda: (3.5, 3.0, 2.0))
+    monkeypatch.setattr(engine, "others_running_now", lambda: 3)
     monkeypatch.setattr(engine, "usable_cores", lambda: 2)
     yield
     torch.set_num_threads(1)
@@ -41,6 +42,22 @@ def test_an_idle_machine_gets_no_warning(monkeypatch, busy):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         engine.use_threads(2)
+
+
+def test_the_load_of_a_step_just_ended_is_not_called_busy(monkeypatch, busy):
+    """The 1-minute average still counts a training that ended seconds ago (3_run.sh's next step):
+    with nothing else running now, no warning."""
+    monkeypatch.setattr(engine, "others_running_now", lambda: 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine.use_threads(2)
+
+
+def test_others_running_now_reads_procs_running_count_less_the_reader():
+    import os
+    if not os.path.exists("/proc/loadavg"):
+        pytest.skip("no /proc/loadavg here")
+    assert 0 <= engine.others_running_now(samples=2, apart_s=0) < 10_000
 
 
 @pytest.mark.parametrize("name", ["1_train", "2_test", "5_predict", "6_active"])

@@ -76,3 +76,16 @@ def test_report_figures_name_runs_and_classes(two_runs, run):
 def test_report_on_a_folder_without_runs(tmp_path, run):
     code, _, err = run("4_report", tmp_path)
     assert code == 2 and "no runs below" in err
+
+
+def test_the_worst_class_is_printed_by_its_name_not_as_a_number(tmp_path, capsys):
+    """Digit classes read as numbers became '9.00' in the summary beside an untested run."""
+    from test_recipes import fake_run
+    tested = fake_run(tmp_path, seed=0)
+    scores = pd.read_csv(tested / "test_metrics.csv").assign(acc=91, min_recall=0.0, min_recall_class="07")
+    scores.to_csv(tested / "test_metrics.csv", index=False)
+    fake_run(tmp_path, seed=1, tested=False)
+    assert runs.run_summary(tested)["test_min_recall_class"] == "07"
+    assert importlib.import_module("4_report").main([str(tmp_path)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert any(line.split()[-2:] == ["0.00", "07"] and " 91.00 " in line for line in shown), shown  # not '91'

@@ -90,6 +90,7 @@ def test_a_search_on_a_fake_clock_ends_within_its_minutes(tmp_path, monkeypatch)
     assert 0.85 * 600 <= seconds <= 600, said  # the whole answer, search and confirmation, in about M
     # trial 0 drew LA (1.5 s an epoch); the plan counts a finalist not known yet as a SAM run, 2 + 30 s
     assert said[0].startswith("plan: a run of 10 epochs takes ~17 s (2 s to start, 1.5 s an epoch); ~")
+    assert " trials of a whole run (more, as weak ones are pruned early), the search until ~" in said[0]  # not N
     assert "then the confirmation: 2 finalists and ERM on 3 seeds (9 runs)" in said[0]
     trials = len(study.trials)
     assert said[1].startswith("trial 1 of ~") and said[trials].startswith(f"trial {trials} of ~")

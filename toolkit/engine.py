@@ -4,6 +4,7 @@ The hot loop never waits for the device: running sums stay on the device and are
 epoch, and for the progress bar at most twice a second.
 """
 import contextlib
+import math
 import os
 import time
 import warnings
@@ -53,11 +54,26 @@ def use_threads(threads: int | None = None):
     if used < 2 or not hasattr(os, "getloadavg"):
         return
     load = os.getloadavg()[0]
-    idle = max(0, round(cores - load))
+    idle = max(0, round(cores - min(load, others_running_now())))
     if used > idle:
         warnings.warn(f"the machine is busy (load average {load:.1f} on {cores} cores, about {idle} idle): "
                       f"{used} threads will wait for each other; --threads {max(1, idle)} is often much faster",
                       stacklevel=2)
+
+
+def others_running_now(samples: int = 5, apart_s: float = 0.02) -> float:
+    """Threads of other work runnable now (Linux: /proc/loadavg's running count, less this reader; the
+    fewest of a few reads), or infinity where unknown. The 1-minute load average alone lags: for a
+    minute after a training ends it still counts it, so the next script of a plan (3_run.sh) would
+    call an idle machine busy."""
+    counts = []
+    for _ in range(samples):
+        try:
+            counts.append(int(Path("/proc/loadavg").read_text().split()[3].split("/")[0]) - 1)
+        except (OSError, IndexError, ValueError):
+            return math.inf
+        time.sleep(apart_s)
+    return min(counts)
 
 
 def usable_cores() -> int:

@@ -174,7 +174,7 @@ def _shot_groups(recalls, counts, hi, lo) -> dict:
 SHOT_GROUPS = ("many_shot", "medium_shot", "few_shot")
 
 
-def describe_shot_groups(train_counts, shot_thresholds, class_names, listed=6) -> str:
+def describe_shot_groups(train_counts, shot_thresholds, class_names, listed=10) -> str:
     """Which classes each shot group holds under the thresholds in use, an empty group said as
     such: fixed thresholds (100, 20) fit CIFAR-LT, not every dataset."""
     hi, lo = shot_thresholds
@@ -184,7 +184,7 @@ def describe_shot_groups(train_counts, shot_thresholds, class_names, listed=6) -
 
     def named(mask):
         names = [str(class_names[i]) for i in np.flatnonzero(mask)]
-        return "empty" if not names else ", ".join(names[:listed]) + (f" +{len(names) - listed}" if
+        return "empty" if not names else ", ".join(names[:listed]) + (f" and {len(names) - listed} more" if
                                                                          len(names) > listed else "")
     text = (f"shot groups by training images (--shot-thresholds {hi} {lo}): "
             + "; ".join(f"{group}: {named(mask)}" for group, mask in members.items()))

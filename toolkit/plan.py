@@ -115,7 +115,8 @@ def build_parser():
     p.add_argument("--compile", action="store_true", help="torch.compile the model (off by default)")
     arguments.add_cache(p)
     p.add_argument("--dry-run", action="store_true",
-                   help="check the data (every image decoded), model and objective, then stop before training")
+                   help="check the data (every image decoded), model and objective, time one training batch and "
+                        "print the whole run's estimated time, then stop before training (nothing written)")
     arguments.add_progress(p)
     criterion.add_arguments(p)
     return p

@@ -268,6 +268,7 @@ def run_summary(run_dir: Path) -> dict:
         row.update(best_valid=valid.loc[best, monitor], best_epoch=int(valid.loc[best, "epoch"]))
     tested = Path(run_dir) / "test_metrics.csv"
     if tested.exists():
-        scores = pd.read_csv(tested).iloc[0].to_dict()
+        scores = pd.read_csv(tested, dtype={"min_recall_class": str})  # a class name, "9" or "07"
+        scores = scores.astype({c: float for c in scores.select_dtypes("integer")}).iloc[0].to_dict()  # 91 is 91.00
         row.update({f"test_{k}": v for k, v in scores.items() if k not in ("split", "checkpoint")})
     return row

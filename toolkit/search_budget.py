@@ -260,7 +260,9 @@ class Pace:
             now + (expected or 0) * costs.plain_run() / self.budget.workers
         said = [f"plan: a run of {self.settings.epochs} epochs takes ~{costs.plain_run():.0f} s "
                 f"({costs.trials[0].setup:.0f} s to start, {costs.trials[0].epoch:.1f} s an epoch"
-                + (" with SAM" if costs.trials[0].sam else "") + f"); ~{expected} trials, "
+                + (" with SAM" if costs.trials[0].sam else "") + f"); ~{expected} trials"
+                + (" of a whole run (more, as weak ones are pruned early)" if self.settings.trials is None else "")
+                + ", "
                 f"the search until ~{clock_time(search_end)}"]
         if runs and seeds:
             said.append(f"then the confirmation: {counted(self.settings.finalists, 'finalist')} and ERM on "

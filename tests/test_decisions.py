@@ -439,3 +439,16 @@ def test_the_documented_onnx_decision_is_pytorchs(own_run, run, tmp_path, rule):
     assert np.abs(probabilities - probs).max() < 1e-4  # the temperature is inside model.onnx
     assert (decided_onnx == decision.decide(probs)).all()
     assert len(set(decided_onnx.tolist())) >= 2  # not one class for every image: the rule is exercised
+
+
+def test_a_cost_rule_dearer_than_the_argmax_on_valid_is_warned_of():
+    """30 images of class 0 at p = (0.9, 0.1) and one of class 1 at (0.99, 0.01), a missed 1 costing
+    20: the rule decides 1 for every class-0 image (0.9 < 0.1 x 20) and still misses the 1: mean
+    cost (30 + 20) / 31 against the argmax's 20 / 31."""
+    labels = np.array([0] * 30 + [1])
+    logits = np.log(np.array([[0.9, 0.1]] * 30 + [[0.99, 0.01]]))
+    costs = np.array([[0.0, 1.0], [20.0, 0.0]])
+    with pytest.warns(UserWarning, match="costs more per image than the argmax"):
+        chosen = chosen_decisions.choose(labels, logits, ["ok", "defect"], costs=costs, costs_path="c.csv")
+    valid = chosen.chosen_files[chosen_decisions.COSTS_FILE]["valid"]
+    assert valid["cost"] == pytest.approx(50 / 31) and valid["argmax_cost"] == pytest.approx(20 / 31)

@@ -5,6 +5,7 @@ validation split only; the test split is read to judge it.
 """
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,9 +70,24 @@ def choose(valid_labels, valid_logits, class_names, point=None, costs=None, cost
     if costs is not None:
         chosen_files[COSTS_FILE] = {
             "source": str(costs_path), "class_names": list(class_names), "matrix": np.asarray(costs).tolist(),
-            "rows": "true class", "columns": "decided class", "temperature": temperature if calibrate else None}
+            "rows": "true class", "columns": "decided class", "temperature": temperature if calibrate else None,
+            "valid": valid_costs(valid_labels, valid_probs, costs)}
     decision = decisions.Decision(tuple(class_names), temperature, threshold, costs)
     return Chosen(decision, folder_name(point, costs_path, calibrate), point, chosen_files)
+
+
+def valid_costs(labels, probs, costs) -> dict:
+    """The cost rule's and the argmax's mean cost per image on the valid split, warned of when the
+    rule costs more there: the rule trusts the probabilities to be the deployment's, which those of
+    a run trained for a uniform prior (LA, balanced softmax) or an overconfident one are not."""
+    found = decisions.mean_costs(labels, decisions.bayes_decisions(probs, costs), probs.argmax(axis=1), costs,
+                                 resamples=0)
+    if found["cost"] > found["argmax_cost"]:
+        warnings.warn(f"on the valid split the cost rule costs more per image than the argmax ({found['cost']:.3f} "
+                      f"against {found['argmax_cost']:.3f}): its probabilities are not the deployment's (an LA "
+                      f"run's assume a uniform prior); try --calibrate temperature, or an ERM run "
+                      f"(docs/decisions.md)", stacklevel=2)
+    return found
 
 
 @dataclass

@@ -144,11 +144,16 @@ def print_decision(tested: chosen_decisions.DecisionTested):
               f"NLL {row['nll_before']:.4f} -> {row['nll_after']:.4f}")
     if chosen.point is not None:
         saved = chosen.chosen_files[chosen_decisions.OPERATING_POINT_FILE]
+        argmax = saved["valid_argmax"]
         print(f"operating point {chosen.point}: threshold {row['threshold']:.4g} on p({row['class']}), chosen on the "
               f"valid split (recall {saved['valid']['recall']:.2f}, precision "
-              f"{metrics.format_value(saved['valid']['precision'])})"
+              f"{metrics.format_value(saved['valid']['precision'])}; the argmax there: recall "
+              f"{metrics.format_value(argmax['recall'])}, precision {metrics.format_value(argmax['precision'])})"
               + ("" if saved["target_reached_on_valid"] else f"; no threshold reaches {chosen.point.kind} "
-                 f"{chosen.point.target:g} on the valid split: the best one is used"))
+                 f"{chosen.point.target:g} on the valid split: the best one is used")
+              + (f"; the argmax reaches {chosen.point.kind} {chosen.point.target:g} there already: the rule "
+                 f"may cost {'precision' if chosen.point.kind == 'recall' else 'recall'} for nothing"
+                 if argmax[chosen.point.kind] >= 100 * chosen.point.target else ""))
         for name in ("recall", "precision", "false_positive_rate"):
             print(f"  test {name:<19} {interval(row, name)}   argmax {interval(row, 'argmax_' + name)}")
     if chosen.decision.costs is not None:

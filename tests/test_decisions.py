@@ -6,7 +6,7 @@ import pytest
 from scipy.special import softmax
 from scipy.stats import norm
 
-from toolkit import decisions
+from toolkit import chosen_decisions, decisions
 from toolkit.cli import UserError
 
 NAMES = ["0", "1", "2"]
@@ -59,6 +59,16 @@ def test_precision_threshold_is_the_smallest_that_reaches_it(target, threshold):
     point = decisions.OperatingPoint("1", 1, "precision", target)
     chosen = decisions.choose_threshold(VALID_LABELS, VALID_PROBS, point)
     assert chosen.value == threshold and chosen.met
+
+
+def test_the_argmax_on_valid_is_kept_beside_the_chosen_threshold():
+    """The argmax decides 1 for p(1) = 0.9, 0.7, 0.6 (0.5 ties to class 0): two of four positives
+    and one of three negatives; written so a user sees when the argmax meets the target already."""
+    logits = np.log(VALID_PROBS)
+    chosen = chosen_decisions.choose(VALID_LABELS, logits, ["0", "1"], decisions.OperatingPoint("1", 1, "recall", 0.5))
+    argmax = chosen.chosen_files[chosen_decisions.OPERATING_POINT_FILE]["valid_argmax"]
+    assert (argmax["recall"], argmax["precision"], argmax["false_positive_rate"]) == \
+        pytest.approx((50.0, 200 / 3, 100 / 3))
 
 
 def test_unreached_precision_takes_the_best_and_says_so():
@@ -222,7 +232,7 @@ import shutil  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from conftest import copy_untested  # noqa: E402
-from toolkit import chosen_decisions, data  # noqa: E402
+from toolkit import data, metrics  # noqa: E402
 from toolkit.images import decode_image  # noqa: E402
 from toolkit.predictor import Predictor  # noqa: E402
 
@@ -271,6 +281,9 @@ def test_operating_point_is_chosen_on_valid_and_applied_on_test(own_run, run):
     assert row["false_positive_rate"] == pytest.approx(100 * (~is_gamma & decided_gamma).sum() / (~is_gamma).sum(),
                                                        rel=1e-5)
     assert "threshold" in out and "argmax" in out
+    argmax = decisions.class_figures(labels, logits.argmax(axis=1), 2)
+    assert chosen["valid_argmax"] == pytest.approx(argmax, nan_ok=True)
+    assert f"the argmax there: recall {metrics.format_value(argmax['recall'])}" in out
     assert {"pr_curves.svg", "decision_confusion_matrix.csv", "test_metrics.csv"} <= {p.name for p in folder.iterdir()}
     assert not (own_run.run_dir / "test_metrics.csv").exists()  # the run's own test is not this one
 

@@ -66,7 +66,8 @@ def choose(valid_labels, valid_logits, class_names, point=None, costs=None, cost
             "rule": "the class when its probability >= threshold, else the most probable other class",
             "chosen_on": "valid", "target_reached_on_valid": found.met,
             "valid": {"recall": found.recall, "precision": found.precision,
-                      "false_positive_rate": found.false_positive_rate}}
+                      "false_positive_rate": found.false_positive_rate},
+            "valid_argmax": decisions.class_figures(valid_labels, valid_probs.argmax(axis=1), point.class_index)}
     if costs is not None:
         chosen_files[COSTS_FILE] = {
             "source": str(costs_path), "class_names": list(class_names), "matrix": np.asarray(costs).tolist(),

@@ -151,13 +151,17 @@ def judge(out_dir: Path, chosen: Chosen, labels, logits, valid_labels, valid_log
     if decision.costs is not None:
         row.update(decisions.mean_costs(labels, decided, argmax, decision.costs, bootstrap))
     row.update(decisions.decision_scores(labels, decided, names, bootstrap))
+    # the test's ECE and NLL before and after: in the row, calibration.json and reliability.svg
+    calibration = (decisions.calibration_figures(labels, logits, decision.temperature)
+                   if CALIBRATION_FILE in chosen.chosen_files else None)
     if decision.temperature != 1.0:
-        row.update(decisions.calibration_figures(labels, logits, decision.temperature))
-    write_files(out_dir, chosen, row, labels, logits, probs, decided, valid_labels, valid_logits, paths)
+        row.update(calibration)
+    write_files(out_dir, chosen, row, labels, logits, probs, decided, valid_labels, valid_logits, paths, calibration)
     return row
 
 
-def write_files(out_dir, chosen, row, labels, logits, probs, decided, valid_labels, valid_logits, paths):
+def write_files(out_dir, chosen, row, labels, logits, probs, decided, valid_labels, valid_logits, paths,
+                calibration):
     decision, names = chosen.decision, list(chosen.decision.class_names)
     files.write_csv(out_dir / "decision_metrics.csv", [row])
     confusion = metrics.confusion_matrix(labels, decided, len(names))
@@ -167,22 +171,19 @@ def write_files(out_dir, chosen, row, labels, logits, probs, decided, valid_labe
     plots.confusion_matrix(confusion, names, out_dir / "decision_confusion_matrix.svg")
     files.write_csv(out_dir / "predictions.csv", prediction_rows(paths, probs, names, decided, labels))
     marked = None
-    if chosen.point is not None:
-        c = decision.threshold[0]
-        figures = decisions.class_figures(labels, decided, c)
-        marked = (c, figures["recall"], figures["precision"], f"{chosen.point} (test)")
+    if chosen.point is not None:  # the row's test figures of the rule
+        marked = (decision.threshold[0], row["recall"], row["precision"], f"{chosen.point} (test)")
     valid_probs = decision.probabilities(valid_logits)
     plots.pr_curves(decisions.precision_recall_curves(labels, probs), names, out_dir / "pr_curves.svg",
                     decisions.precision_recall_curves(valid_labels, valid_probs), marked)
     for name, content in chosen.chosen_files.items():
         if name == CALIBRATION_FILE:
-            content = {**content, "test": decisions.calibration_figures(labels, logits, decision.temperature)}
+            content = {**content, "test": calibration}
         files.write_json(out_dir / name, content)
     if decision.temperature != 1.0:
-        after = decisions.calibration_figures(labels, logits, decision.temperature)
         plots.reliability_before_after(metrics.reliability_bins(labels, logits),
                                        metrics.reliability_bins(labels, logits / decision.temperature),
-                                       after["ece_before"], after["ece_after"], decision.temperature,
+                                       calibration["ece_before"], calibration["ece_after"], decision.temperature,
                                        out_dir / "reliability.svg")
 
 

@@ -142,14 +142,11 @@ def decision_scores(labels, decisions, class_names, resamples=1000) -> dict:
     recall with its name (over the classes present in the labels)."""
     labels, decisions = np.asarray(labels), np.asarray(decisions)
     one_hot = np.eye(len(class_names))[decisions]
-    full = metrics.test_metrics(labels, one_hot, np.ones(len(class_names)))
+    full = metrics.test_metrics(labels, one_hot, np.ones(len(class_names)), class_names=list(class_names))
     scores = {name: full[name] for name in metrics.BOOTSTRAPPED}
     if resamples:
         scores = metrics.with_intervals(scores, metrics.bootstrap_intervals(labels, one_hot, resamples))
-    present = np.unique(labels)
-    recalls = [100.0 * (decisions[labels == c] == c).mean() for c in present]
-    worst = int(np.argmin(recalls))
-    return {**scores, "worst_recall": recalls[worst], "worst_class": class_names[present[worst]]}
+    return {**scores, "worst_recall": full["min_recall"], "worst_class": full["min_recall_class"]}
 
 
 # ---------------------------------------------------------------- costs: the Bayes decision

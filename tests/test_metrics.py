@@ -94,6 +94,12 @@ def test_min_recall_names_the_worst_class_by_hand():
     line = metrics.zero_recall_warning(["owl"], "the best checkpoint (epoch 3) on the valid split")
     assert line.startswith("the best checkpoint (epoch 3) on the valid split never predicts class 'owl'")
     assert metrics.zero_recall_warning([], "x") is None
+    # the advice never suggests the recipe the run already is (an LA run was told to try LA)
+    assert line.endswith("try a rebalancing objective (--objective LA or LDAM-DRW) or --sampler class")
+    assert metrics.zero_recall_warning(["owl"], "x", "LA").endswith(
+        "try another rebalancing recipe (LDAM-DRW), more epochs or --sampler class")
+    assert metrics.zero_recall_warning(["owl"], "x", "LDAM-DRW").endswith(
+        "try another rebalancing recipe (LA), more epochs or --sampler class")
 
 
 def test_mauc_is_the_mean_of_one_vs_rest_auc_over_present_classes():

@@ -145,21 +145,28 @@ def zero_recall_classes(labels, logits, class_names=None) -> list:
     return [_name(c, class_names) for c in present[recalls == 0]]
 
 
-def warn_zero_recall(classes: list, where: str):
+REBALANCING = ("LA", "LDAM-DRW")  # the recipes the zero-recall warning suggests
+
+
+def warn_zero_recall(classes: list, where: str, recipe: str | None = None):
     """One `warning:` line (through the warnings module, as cli.run_main prints it) when `classes`,
     from zero_recall_classes, is not empty."""
-    message = zero_recall_warning(classes, where)
+    message = zero_recall_warning(classes, where, recipe)
     if message:
         warnings.warn(message, stacklevel=2)
 
 
-def zero_recall_warning(classes: list, where: str) -> str | None:
-    """What says that a checkpoint never predicts some class right, or None."""
+def zero_recall_warning(classes: list, where: str, recipe: str | None = None) -> str | None:
+    """What says that a checkpoint never predicts some class right, or None; the advice leaves out
+    the recipe (the run's objective folder, e.g. LA) the run already is."""
     if not classes:
         return None
+    others = [r for r in REBALANCING if r != recipe]
+    advice = (f"a rebalancing objective (--objective {' or '.join(others)})" if len(others) == len(REBALANCING)
+              else f"another rebalancing recipe ({', '.join(others)}), more epochs")
     return (f"{where} never predicts class{'es' if len(classes) > 1 else ''} "
             f"{', '.join(repr(str(c)) for c in classes)} right (recall 0): its averages hide a class it does not "
-            f"recognise; try a rebalancing objective (--objective LA or LDAM-DRW) or --sampler class")
+            f"recognise; try {advice} or --sampler class")
 
 
 def _shot_groups(recalls, counts, hi, lo) -> dict:

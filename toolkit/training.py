@@ -377,10 +377,10 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def warn_degenerate_best(best: dict):
+def warn_degenerate_best(best: dict, recipe: str):
     """One warning line when the best checkpoint never predicts a class of the valid split right."""
     metrics.warn_zero_recall(best.get("unpredicted") or [],
-                             f"the best checkpoint (epoch {best['epoch']}) on the valid split")
+                             f"the best checkpoint (epoch {best['epoch']}) on the valid split", recipe)
 
 
 # ---------------------------------------------------------------- one run, as 1_train.py runs it
@@ -452,7 +452,7 @@ def train_on(args, distributed, device, after_epoch=None) -> Trained:
         print(f"stopped; to continue: python 1_train.py --resume {shown_path(run_dir)}")
         return Trained(exit_code, run_dir, best)
     print(f"best valid {args.monitor} {best['value']:.2f} at epoch {best['epoch']}")
-    warn_degenerate_best(best)
+    warn_degenerate_best(best, plan.recipe_name(args))
     print(f"run directory: {run_dir}")
     return Trained(0, run_dir, best)
 

@@ -129,8 +129,7 @@ def test(argv=None):
     print(metrics.describe_shot_groups(record.class_counts, args.shot_thresholds, record.class_names))
     metrics.warn_zero_recall(metrics.zero_recall_classes(tested.labels, tested.logits, record.class_names),
                              f"{settings['checkpoint']} on the {settings['split']} split", run_dir.parent.name)
-    print(f"wrote test_metrics.csv, per_class.csv, predictions.csv, confusion_matrix.svg/.csv, reliability.svg, "
-          f"{evaluation.SETTINGS_FILE} into {tested.out_dir}")
+    print(f"wrote {', '.join(evaluation.TEST_FILES)} into {tested.out_dir}")
     if tested.out_dir != tested.canonical_dir:
         print(f"(this test is set otherwise than the one in {tested.canonical_dir}, which is kept)")
     return 0

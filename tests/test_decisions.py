@@ -179,6 +179,15 @@ def test_temperature_undoes_overconfidence():
     assert figures["ece_after"] < 1.5
 
 
+def test_a_temperature_at_the_end_of_its_range_is_warned_of():
+    """Every image labelled 0, logits 50 in favour of class 1: the NLL falls as T grows without
+    end, so the search stops at the top of its range, and says so."""
+    labels, logits = np.zeros(20, dtype=int), np.tile([0.0, 50.0], (20, 1))
+    with pytest.warns(UserWarning, match="the end of the range searched"):
+        temperature = decisions.fit_temperature(labels, logits)
+    assert temperature == pytest.approx(decisions.TEMPERATURE_RANGE[1], rel=1e-3)
+
+
 def test_fitted_temperature_is_the_nll_stationary_point():
     # d NLL / d(1/T) = 0: the mean logit of the true class equals its expected value under softmax(z / T)
     labels, z = generated(n=500, k=3, seed=1)

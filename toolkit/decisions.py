@@ -9,6 +9,7 @@ percent as in metrics.py.
 """
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,7 +217,13 @@ def fit_temperature(labels, logits) -> float:
         return -log_softmax(logits * inverse, axis=1)[np.arange(len(labels)), labels].mean()
     low, high = TEMPERATURE_RANGE
     found = minimize_scalar(nll_at, bounds=(1 / high, 1 / low), method="bounded", options={"xatol": 1e-6})
-    return float(1 / found.x)
+    temperature = float(1 / found.x)
+    if not low * 1.01 < temperature < high * 0.99:  # the NLL still falls beyond the range searched
+        warnings.warn(f"the temperature stopped at {temperature:.3g}, the end of the range searched "
+                      f"({low:g}-{high:g}): the model's probabilities are too far off to calibrate by one "
+                      f"temperature (a model that has barely trained, or one that predicts a class regardless); "
+                      f"train it first", stacklevel=2)
+    return temperature
 
 
 def calibrated(logits, temperature: float = 1.0) -> np.ndarray:

@@ -380,6 +380,12 @@ def test_5_predict_applies_the_saved_operating_point(own_run, run, tmp_path):
     assert len(both) == 4 and (both["decision_tested"] == both["decision_predicted"]).all()
     # the calibrated probabilities, as 2_test.py wrote them
     assert np.allclose(both["probability_tested"], both["probability_predicted"], atol=1e-3)
+    # --calibrate beside a calibrated point needs no RUN/calibrated/: the point carries its temperature
+    assert not (own_run.run_dir / "calibrated").exists()
+    code, out, err = run("5_predict", "--run", own_run.run_dir, own_run.data / "tiny" / "test", "--operating-point",
+                         folder, "--calibrate", "--output", output, "--no-progress")
+    assert code == 0, err
+    assert (pd.read_csv(output)["decision"].to_numpy() == predicted["decision"].to_numpy()).all()
 
 
 def test_5_predict_adapts_the_prior(own_run, run, tmp_path):

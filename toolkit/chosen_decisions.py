@@ -235,14 +235,14 @@ def requested(run_dir: Path, operating_point: Path, costs_path: Path, calibrate:
               class_names) -> decisions.Decision:
     """The decision 5_predict.py is asked to apply, read before any image is: a saved operating point
     (with its own temperature), a cost matrix, the saved temperature, or the plain argmax."""
-    temperature = saved_temperature(run_dir) if calibrate else 1.0
-    if operating_point is not None:
+    if operating_point is not None:  # it carries the temperature it was chosen with
         decision = saved_operating_point(operating_point, class_names)
         if calibrate and decision.temperature == 1.0:
             raise UserError(f"the threshold in {operating_point} was chosen on uncalibrated probabilities; leave "
                             f"out --calibrate, or choose it again with 2_test.py --calibrate temperature "
                             f"--operating-point ...")
         return decision
+    temperature = saved_temperature(run_dir) if calibrate else 1.0
     if costs_path is not None:
         return decisions.Decision(tuple(class_names), temperature,
                                   costs=decisions.read_cost_matrix(costs_path, class_names))

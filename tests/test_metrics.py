@@ -100,6 +100,8 @@ def test_min_recall_names_the_worst_class_by_hand():
         "try another rebalancing recipe (LDAM-DRW), more epochs or --sampler class")
     assert metrics.zero_recall_warning(["owl"], "x", "LDAM-DRW").endswith(
         "try another rebalancing recipe (LA), more epochs or --sampler class")
+    assert metrics.zero_recall_warning(["owl"], "x", "LA-linear").endswith("(LDAM-DRW), more epochs or --sampler class")
+    assert metrics.zero_recall_warning(["owl"], "x", "LAS").endswith("(--objective LA or LDAM-DRW) or --sampler class")
 
 
 def test_mauc_is_the_mean_of_one_vs_rest_auc_over_present_classes():

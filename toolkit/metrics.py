@@ -158,10 +158,10 @@ def warn_zero_recall(classes: list, where: str, recipe: str | None = None):
 
 def zero_recall_warning(classes: list, where: str, recipe: str | None = None) -> str | None:
     """What says that a checkpoint never predicts some class right, or None; the advice leaves out
-    the recipe (the run's objective folder, e.g. LA) the run already is."""
+    the recipe the run already is (its objective folder: LA, or LA-linear, LA-SAM)."""
     if not classes:
         return None
-    others = [r for r in REBALANCING if r != recipe]
+    others = [r for r in REBALANCING if not (recipe == r or str(recipe).startswith(r + "-"))]  # LA-linear is LA
     advice = (f"a rebalancing objective (--objective {' or '.join(others)})" if len(others) == len(REBALANCING)
               else f"another rebalancing recipe ({', '.join(others)}), more epochs")
     return (f"{where} never predicts class{'es' if len(classes) > 1 else ''} "
